@@ -1,0 +1,134 @@
+"""Real services for the integration tests, each started once per session on loopback ports.
+
+Ports differ from the local stack's defaults, so a running `make up` does not interfere.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout} s")
+        time.sleep(0.1)
+
+
+class Process:
+    """A child process whose output goes to a log file, stopped as a group."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str]) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv, cwd=REPO, env={**os.environ, **self.env}, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class RabbitMQ(Process):
+    def __init__(self, base: Path, amqp_port: int, mgmt_port: int) -> None:
+        base.mkdir(parents=True, exist_ok=True)
+        self.base, self.amqp_port, self.mgmt_port = base, amqp_port, mgmt_port
+        script = str(REPO / "scripts" / "rabbitmq-node")
+        super().__init__("rabbitmq", [script, str(base / "node"), str(amqp_port),
+                                      str(mgmt_port)], base, {})
+        self.url = f"amqp://guest:guest@127.0.0.1:{amqp_port}/"
+
+    def start(self) -> None:
+        if port_open(self.amqp_port):
+            raise RuntimeError(f"port {self.amqp_port} is taken; stop what uses it")
+        super().start()
+        # The management API answers once the node and its plugins are up.
+        try:
+            wait_until(self._healthy, 90, f"RabbitMQ on {self.amqp_port}")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.log_tail()}") from None
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"RabbitMQ exited:\n{self.log_tail()}")
+        try:
+            r = httpx.get(f"http://127.0.0.1:{self.mgmt_port}/api/overview",
+                          auth=("guest", "guest"), timeout=1)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200 and port_open(self.amqp_port)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+        super().stop(sig, timeout)
+        wait_until(lambda: not port_open(self.amqp_port), 30, "RabbitMQ stop")
+
+    def queue_depth(self, queue: str) -> int:
+        r = httpx.get(f"http://127.0.0.1:{self.mgmt_port}/api/queues/%2F/{queue}",
+                      auth=("guest", "guest"), timeout=5)
+        r.raise_for_status()
+        return int(r.json().get("messages", 0))
+
+
+class TrainingApi(Process):
+    def __init__(self, state_dir: Path, port: int, env: dict[str, str]) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "uvicorn", "training_api.main:app", "--host", "127.0.0.1",
+                "--port", str(port), "--no-access-log"]
+        super().__init__("training_api", argv, state_dir, {"STATE_DIR": str(state_dir), **env})
+
+    def start(self) -> None:
+        super().start()
+        try:
+            wait_until(self._healthy, 60, "training API")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.log_tail()}") from None
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"training API exited:\n{self.log_tail()}")
+        try:
+            return httpx.get(f"{self.base_url}/liveness", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

@@ -1,0 +1,182 @@
+"""Reading and parsing a fit body without one Python object per point.
+
+simdjson parses the document and hands the two arrays over as typed buffers that numpy
+views directly; only `config` and `metadata` become Python objects. A body that simdjson
+refuses is parsed again by the standard library only to say precisely what is wrong
+(Python clients send NaN and Infinity, which JSON does not allow).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simdjson
+from pydantic import ValidationError
+
+from core.contracts import JobMetadata, TrainingConfig
+from core.errors import InvalidInput, InvalidTimestamp, MalformedBody, PayloadTooLarge
+from core.validation import validate_training_data
+
+_parsers = threading.local()  # a simdjson parser holds one document at a time
+_TOP_LEVEL = {"training_data", "config", "metadata"}
+_ARRAYS = {"timestamps", "values"}
+
+
+@dataclass(frozen=True)
+class FitBody:
+    timestamps: np.ndarray
+    values: np.ndarray
+    config: TrainingConfig
+    metadata: JobMetadata
+
+
+async def read_limited(
+    chunks: AsyncIterator[bytes], content_length: str | None, limit: int
+) -> bytes:
+    """Read at most `limit` bytes; refuse larger bodies before reading them when announced."""
+    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+        raise _too_large(int(content_length), limit)
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(None, limit)
+    return bytes(body)
+
+
+def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
+    got = f"{size} bytes" if size is not None else "more"
+    return PayloadTooLarge(
+        f"request body is {got}; the limit is {limit} bytes (about {limit // 30} points)",
+        details=[{"limit_bytes": limit, **({"size_bytes": size} if size is not None else {})}],
+    )
+
+
+def parse_fit_body(raw: bytes) -> FitBody:
+    """Parse and validate a fit body; raise a typed error naming the first problem."""
+    try:
+        doc = _parser().parse(raw)
+    except ValueError:
+        return _explain_rejected_json(raw)
+    try:
+        if not isinstance(doc, simdjson.Object):
+            raise InvalidInput("the body must be a JSON object")
+        unknown = set(doc.keys()) - _TOP_LEVEL
+        if unknown:
+            raise InvalidInput(f"unknown fields: {sorted(unknown)}; expected {sorted(_TOP_LEVEL)}")
+        data = doc.get("training_data")
+        if not isinstance(data, simdjson.Object):
+            raise InvalidInput(
+                'training_data must be an object {"timestamps": [...], "values": [...]}'
+            )
+        if set(data.keys()) != _ARRAYS:
+            raise InvalidInput(f"training_data must have exactly the fields {sorted(_ARRAYS)}")
+        timestamps = _int_array(data["timestamps"])
+        values = _float_array(data["values"])
+        config = _small_object(doc, "config", TrainingConfig)
+        metadata = _small_object(doc, "metadata", JobMetadata)
+        _refuse_nested_arrays(raw, doc, data)
+    finally:
+        del doc
+    validate_training_data(timestamps, values)
+    return FitBody(timestamps, values, config, metadata)
+
+
+def _parser() -> simdjson.Parser:
+    """This thread's parser, or a new one while a traceback still holds the old document."""
+    parser = getattr(_parsers, "parser", None)
+    if parser is None or sys.getrefcount(parser) > 3:
+        parser = _parsers.parser = simdjson.Parser()
+    return parser
+
+
+def _flat(node: Any, field: str) -> simdjson.Array:
+    if not isinstance(node, simdjson.Array):
+        raise InvalidInput(f"training_data.{field} must be an array of numbers")
+    return node
+
+
+def _int_array(node: Any) -> np.ndarray:
+    array = _flat(node, "timestamps")
+    try:
+        out = np.frombuffer(array.as_buffer(of_type="i"), dtype=np.int64).copy()
+    except (TypeError, ValueError) as exc:
+        raise InvalidTimestamp(
+            "timestamps must be integer Unix seconds within int64 (no decimals, strings or nulls)"
+        ) from exc
+    return out
+
+
+def _float_array(node: Any) -> np.ndarray:
+    array = _flat(node, "values")
+    try:
+        out = np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64).copy()
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput("values must be numbers (no strings, booleans or nulls)") from exc
+    return out
+
+
+def _refuse_nested_arrays(raw: bytes, doc: simdjson.Object, data: simdjson.Object) -> None:
+    """as_buffer flattens [[1], [2]]; refuse it without touching each element.
+
+    Counting brackets in the raw body is cheap; only when there are more than the two
+    arrays and the small objects account for are the elements looked at one by one.
+    """
+    expected = 2 + sum(
+        doc[key].mini.count(b"[") for key in ("config", "metadata") if key in doc
+    )
+    if raw.count(b"[") <= expected:
+        return
+    for field in sorted(_ARRAYS):
+        if any(isinstance(item, simdjson.Array | simdjson.Object) for item in data[field]):
+            error = InvalidTimestamp if field == "timestamps" else InvalidInput
+            raise error(f"training_data.{field} must be a flat array of numbers")
+
+
+def _small_object(doc: simdjson.Object, field: str, model: type) -> Any:
+    node = doc.get(field)
+    if node is None:
+        return model()
+    if not isinstance(node, simdjson.Object):
+        raise InvalidInput(f"{field} must be an object")
+    try:
+        return model.model_validate(node.as_dict())
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"invalid {field}: {exc.error_count()} problem(s)",
+            details=[
+                {"field": ".".join(str(p) for p in (field, *err["loc"])), "message": err["msg"]}
+                for err in exc.errors(include_url=False, include_input=False)
+            ],
+        ) from None
+
+
+def _explain_rejected_json(raw: bytes) -> FitBody:
+    """simdjson refused the body; find out why, slowly, since this is the error path."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        parsed = json.loads(text)  # accepts NaN, Infinity and 1e999 (as inf)
+    except json.JSONDecodeError as exc:
+        raise MalformedBody(
+            f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            details=[{"line": exc.lineno, "column": exc.colno, "position": exc.pos}],
+        ) from None
+    data = parsed.get("training_data") if isinstance(parsed, dict) else None
+    if isinstance(data, dict):
+        try:
+            timestamps = np.asarray(data.get("timestamps"), dtype=np.int64)
+            values = np.asarray(data.get("values"), dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            timestamps = values = None
+        if values is not None and values.ndim == timestamps.ndim == 1:
+            validate_training_data(timestamps, values)  # names the first broken rule
+    raise MalformedBody("the body is not valid JSON (NaN, Infinity and huge numbers are not JSON)")

@@ -1,0 +1,91 @@
+"""One table that turns every failure into the design's error body."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgi_correlation_id import correlation_id
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from core.contracts import ErrorBody, ErrorInfo, ErrorMetadata
+from core.errors import ErrorCode, PlatformError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(
+        error=ErrorInfo(code=code, message=message, details=details or []),
+        metadata=ErrorMetadata(request_id=correlation_id.get()),
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+async def _platform_error(_: Request, exc: PlatformError) -> JSONResponse:
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    details = [
+        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+        for err in exc.errors()
+    ]
+    return error_response(422, ErrorCode.INVALID_INPUT, "the request is invalid", details)
+
+
+async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    code = _HTTP_CODES.get(exc.status_code, ErrorCode.INVALID_INPUT)
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _store_down(_: Request, exc: OperationalError) -> JSONResponse:
+    log.error("job store unavailable: %s", exc.orig)
+    return error_response(503, ErrorCode.STORAGE_UNAVAILABLE, "the job store is unavailable")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(PlatformError, _platform_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _store_down)
+
+
+class UnhandledErrors:
+    """Answers unexpected exceptions with the error body; sits inside the request-id
+    middleware so even a 500 carries X-Request-ID."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            response = error_response(500, ErrorCode.INTERNAL_ERROR, "internal error")
+            await response(scope, receive, send)

@@ -1,0 +1,80 @@
+"""POST /fit/{series_id}: accept a training job."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from starlette.concurrency import run_in_threadpool
+
+from core.contracts import FitRequest
+from core.errors import PlatformError, UnsupportedMediaType
+from core.naming import require_series_id
+from training_api.body import read_limited
+from training_api.deps import ServicesDep
+from training_api.fits import check_idempotency_key
+from training_api.schemas import FitAccepted
+
+router = APIRouter(tags=["training"])
+
+# The body is parsed by simdjson straight into arrays, so FastAPI does not see a model
+# parameter; the schema is documented here instead (components are added in main.py).
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FitRequest"}}},
+    }
+}
+OPENAPI_MODELS = [FitRequest]
+
+
+@router.post(
+    # `:path` so that a series id with a slash reaches validation and gets its error code.
+    "/fit/{series_id:path}",
+    status_code=202,
+    response_model=FitAccepted,
+    openapi_extra=_BODY,
+    summary="Submit a training job for one series",
+    responses={400: {}, 409: {}, 413: {}, 415: {}, 422: {}, 429: {}, 503: {}},
+)
+async def fit(
+    series_id: str,
+    request: Request,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> FitAccepted:
+    try:
+        require_series_id(series_id)
+        _require_json(request.headers.get("content-type"))
+        check_idempotency_key(idempotency_key)
+        services.limiter.hit(series_id)
+        raw = await read_limited(
+            request.stream(), request.headers.get("content-length"),
+            services.settings.max_body_bytes,
+        )
+        job, deduplicated = await run_in_threadpool(
+            services.fits.submit, series_id, raw, idempotency_key
+        )
+    except PlatformError as exc:
+        services.metrics.fits_rejected.labels(exc.code).inc()
+        raise
+    if deduplicated:
+        services.metrics.fits_deduplicated.inc()
+    else:
+        services.metrics.fits_accepted.inc()
+        services.relay.notify()
+    return FitAccepted(
+        job_id=job.job_id,
+        series_id=job.series_id,
+        status=job.status,
+        status_url=str(request.url_for("get_job", job_id=job.job_id).path),
+        deduplicated=deduplicated,
+    )
+
+
+def _require_json(content_type: str | None) -> None:
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send the body as application/json (got {content_type or 'no content type'!r})"
+        )
