@@ -39,8 +39,12 @@ def bodies(points: int, count: int) -> list[bytes]:
     out = []
     for i in range(count):
         values[0] = float(i)  # distinct data, so no fit is deduplicated
-        out.append(orjson.dumps({"training_data": {"timestamps": timestamps, "values": values}},
-                                option=orjson.OPT_SERIALIZE_NUMPY))
+        out.append(
+            orjson.dumps(
+                {"training_data": {"timestamps": timestamps, "values": values}},
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
+        )
     return out
 
 
@@ -52,8 +56,9 @@ async def sequential(client: httpx.AsyncClient, payloads: list[bytes], tag: str)
     latencies = []
     for i, payload in enumerate(payloads):
         start = time.perf_counter()
-        r = await client.post(f"/fit/bench_{tag}_{i}", content=payload,
-                              headers={"content-type": "application/json"})
+        r = await client.post(
+            f"/fit/bench_{tag}_{i}", content=payload, headers={"content-type": "application/json"}
+        )
         latencies.append(time.perf_counter() - start)
         if r.status_code != 202:
             raise RuntimeError(f"fit answered {r.status_code}: {r.text[:300]}")
@@ -68,8 +73,11 @@ async def sustained(client: httpx.AsyncClient, payloads: list[bytes], concurrenc
     async def worker() -> None:
         while not queue.empty():
             i = queue.get_nowait()
-            r = await client.post(f"/fit/bench_rate_{i}", content=payloads[i],
-                                  headers={"content-type": "application/json"})
+            r = await client.post(
+                f"/fit/bench_rate_{i}",
+                content=payloads[i],
+                headers={"content-type": "application/json"},
+            )
             if r.status_code != 202:
                 raise RuntimeError(f"fit answered {r.status_code}: {r.text[:300]}")
 

@@ -24,7 +24,8 @@ class Settings(BaseSettings):
         "", description="SQLAlchemy URL of the job store; default SQLite in STATE_DIR."
     )
     data_root: str = Field(
-        "", description="Training-data root: a folder or s3://bucket/prefix; default STATE_DIR/data."
+        "",
+        description="Training-data root: a folder or s3://bucket/prefix; default STATE_DIR/data.",
     )
     s3_endpoint_url: str = Field("", description="S3 endpoint (MinIO) for an s3:// DATA_ROOT.")
     mlflow_tracking_uri: str = Field("http://127.0.0.1:5000", description="MLflow server.")

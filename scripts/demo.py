@@ -37,32 +37,42 @@ def show(title: str, payload: object) -> None:
 def main() -> int:
     series_id = f"demo_sensor_{int(time.time())}_radial"
     with httpx.Client(base_url=API, timeout=30) as api:
-        r = api.post(f"/fit/{series_id}", json={
-            "training_data": training_data(),
-            "config": {"algorithm": "robust", "window_hours": 168},
-            "metadata": {"triggered_by": "make demo", "description": "demo fit"},
-        })
+        r = api.post(
+            f"/fit/{series_id}",
+            json={
+                "training_data": training_data(),
+                "config": {"algorithm": "robust", "window_hours": 168},
+                "metadata": {"triggered_by": "make demo", "description": "demo fit"},
+            },
+        )
         show(f"POST /fit/{series_id} -> {r.status_code}", r.json())
         if r.status_code != 202:
             return 1
         job = r.json()
 
-        bad = api.post(f"/fit/{series_id}", json={"training_data": {"timestamps": [3, 2, 1],
-                                                                    "values": [1, 2, 3]}})
+        bad = api.post(
+            f"/fit/{series_id}",
+            json={"training_data": {"timestamps": [3, 2, 1], "values": [1, 2, 3]}},
+        )
         show(f"an invalid fit -> {bad.status_code}", bad.json())
 
         show(f"GET {job['status_url']}", api.get(job["status_url"]).json())
 
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        peek = httpx.post(f"{MANAGEMENT}/queues/%2F/training-jobs/get", auth=("guest", "guest"),
-                          json={"count": 1000, "ackmode": "reject_requeue_true",
-                                "encoding": "auto"}, timeout=10)
+        peek = httpx.post(
+            f"{MANAGEMENT}/queues/%2F/training-jobs/get",
+            auth=("guest", "guest"),
+            json={"count": 1000, "ackmode": "reject_requeue_true", "encoding": "auto"},
+            timeout=10,
+        )
         mine = [m for m in peek.json() if m["properties"].get("message_id") == job["job_id"]]
         if mine:
             message = mine[0]
-            show("its message on training-jobs", {"properties": message["properties"],
-                                                  "payload": json.loads(message["payload"])})
+            show(
+                "its message on training-jobs",
+                {"properties": message["properties"], "payload": json.loads(message["payload"])},
+            )
             print("\nThe job waits on the queue; the training pipeline consumes it.")
             return 0
         time.sleep(0.5)

@@ -41,15 +41,14 @@ def create_app(settings: Settings) -> FastAPI:
         jobs_store = JobStore(settings.resolved_job_store_url)
         jobs_store.create_schema()
         publisher = Publisher(settings.rabbitmq_url, settings.publish_timeout_s)
-        relay = OutboxRelay(
-            jobs_store, publisher, settings.outbox_poll_s, settings.outbox_batch
-        )
+        relay = OutboxRelay(jobs_store, publisher, settings.outbox_poll_s, settings.outbox_batch)
         metrics.outbox_backlog.set_function(jobs_store.outbox_backlog)
         app.state.services = Services(
             settings=settings,
             jobs=jobs_store,
-            fits=FitService(jobs_store, data_store(settings.resolved_data_root,
-                                                   settings.s3_endpoint_url)),
+            fits=FitService(
+                jobs_store, data_store(settings.resolved_data_root, settings.s3_endpoint_url)
+            ),
             limiter=limiter,
             publisher=publisher,
             relay=relay,
@@ -88,8 +87,9 @@ def create_app(settings: Settings) -> FastAPI:
 def _openapi(app: FastAPI) -> dict:
     """FastAPI's document plus the models of bodies parsed outside FastAPI."""
     if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
-                             routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for model in fit.OPENAPI_MODELS:
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -128,9 +128,7 @@ def _refuse_nested_arrays(raw: bytes, doc: simdjson.Object, data: simdjson.Objec
     Counting brackets in the raw body is cheap; only when there are more than the two
     arrays and the small objects account for are the elements looked at one by one.
     """
-    expected = 2 + sum(
-        doc[key].mini.count(b"[") for key in ("config", "metadata") if key in doc
-    )
+    expected = 2 + sum(doc[key].mini.count(b"[") for key in ("config", "metadata") if key in doc)
     if raw.count(b"[") <= expected:
         return
     for field in sorted(_ARRAYS):

@@ -208,7 +208,9 @@ class JobStore:
     def pending_outbox(self, limit: int) -> Sequence[OutboxRow]:
         with self.session() as s:
             return s.scalars(
-                select(OutboxRow).where(OutboxRow.sent_at.is_(None)).order_by(OutboxRow.id)
+                select(OutboxRow)
+                .where(OutboxRow.sent_at.is_(None))
+                .order_by(OutboxRow.id)
                 .limit(limit)
             ).all()
 

@@ -18,6 +18,7 @@ class ApiMetrics:
             "fits_rejected_total", "Fits refused, by error code.", ["code"], registry=registry
         )
         self.outbox_backlog = Gauge(
-            "outbox_backlog", "Job messages committed but not yet confirmed by the broker.",
+            "outbox_backlog",
+            "Job messages committed but not yet confirmed by the broker.",
             registry=registry,
         )

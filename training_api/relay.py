@@ -8,6 +8,7 @@ outage or an API restart delays a message but never loses it. Delivery is at-lea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from anyio import to_thread
@@ -21,9 +22,7 @@ MAX_BACKOFF_S = 5.0
 
 
 class OutboxRelay:
-    def __init__(
-        self, store: JobStore, publisher: Publisher, poll_s: float, batch: int
-    ) -> None:
+    def __init__(self, store: JobStore, publisher: Publisher, poll_s: float, batch: int) -> None:
         self._store = store
         self._publisher = publisher
         self._poll_s = poll_s
@@ -50,15 +49,16 @@ class OutboxRelay:
                 backoff = self._poll_s
             except Exception as exc:  # broker or store down: keep the rows, retry later
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("outbox relay could not publish; retrying in %.1f s: %s",
-                            backoff, self.last_error)
+                log.warning(
+                    "outbox relay could not publish; retrying in %.1f s: %s",
+                    backoff,
+                    self.last_error,
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def drain(self) -> int:

@@ -10,7 +10,10 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 
 async def collect(
-    channel: AbstractChannel, queue: str, job_ids: set[str], timeout: float = 30,
+    channel: AbstractChannel,
+    queue: str,
+    job_ids: set[str],
+    timeout: float = 30,
     settle: float = 1.0,
 ) -> dict[str, list[AbstractIncomingMessage]]:
     """Take messages from `queue` until every job id was seen, then `settle` seconds more

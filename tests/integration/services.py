@@ -44,8 +44,12 @@ class Process:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.argv, cwd=REPO, env={**os.environ, **self.env}, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            self.argv,
+            cwd=REPO,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
@@ -71,8 +75,9 @@ class RabbitMQ(Process):
         base.mkdir(parents=True, exist_ok=True)
         self.base, self.amqp_port, self.mgmt_port = base, amqp_port, mgmt_port
         script = str(REPO / "scripts" / "rabbitmq-node")
-        super().__init__("rabbitmq", [script, str(base / "node"), str(amqp_port),
-                                      str(mgmt_port)], base, {})
+        super().__init__(
+            "rabbitmq", [script, str(base / "node"), str(amqp_port), str(mgmt_port)], base, {}
+        )
         self.url = f"amqp://guest:guest@127.0.0.1:{amqp_port}/"
 
     def start(self) -> None:
@@ -89,8 +94,11 @@ class RabbitMQ(Process):
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"RabbitMQ exited:\n{self.log_tail()}")
         try:
-            r = httpx.get(f"http://127.0.0.1:{self.mgmt_port}/api/overview",
-                          auth=("guest", "guest"), timeout=1)
+            r = httpx.get(
+                f"http://127.0.0.1:{self.mgmt_port}/api/overview",
+                auth=("guest", "guest"),
+                timeout=1,
+            )
         except httpx.HTTPError:
             return False
         return r.status_code == 200 and port_open(self.amqp_port)
@@ -100,8 +108,11 @@ class RabbitMQ(Process):
         wait_until(lambda: not port_open(self.amqp_port), 30, "RabbitMQ stop")
 
     def queue_depth(self, queue: str) -> int:
-        r = httpx.get(f"http://127.0.0.1:{self.mgmt_port}/api/queues/%2F/{queue}",
-                      auth=("guest", "guest"), timeout=5)
+        r = httpx.get(
+            f"http://127.0.0.1:{self.mgmt_port}/api/queues/%2F/{queue}",
+            auth=("guest", "guest"),
+            timeout=5,
+        )
         r.raise_for_status()
         return int(r.json().get("messages", 0))
 
@@ -110,8 +121,17 @@ class TrainingApi(Process):
     def __init__(self, state_dir: Path, port: int, env: dict[str, str]) -> None:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
-        argv = [sys.executable, "-m", "uvicorn", "training_api.main:app", "--host", "127.0.0.1",
-                "--port", str(port), "--no-access-log"]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "training_api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ]
         super().__init__("training_api", argv, state_dir, {"STATE_DIR": str(state_dir), **env})
 
     def start(self) -> None:

@@ -32,25 +32,40 @@ def _rules() -> list:
     dup[50] = dup[49]
     return [
         ("few points", with_data(ts[:9999], vs[:9999]), 422, "INSUFFICIENT_DATA", "9999 points"),
-        ("many points", with_data(list(range(1, 100_002)), [float(i % 5) for i in range(100_001)]),
-         422, "TOO_MANY_POINTS", "100001"),
+        (
+            "many points",
+            with_data(list(range(1, 100_002)), [float(i % 5) for i in range(100_001)]),
+            422,
+            "TOO_MANY_POINTS",
+            "100001",
+        ),
         ("lengths", with_data(ts, vs[:-1]), 422, "INVALID_INPUT", "same length"),
         ("order", with_data(swapped, vs), 422, "INVALID_TIMESTAMP", "timestamps[101]"),
         ("duplicate", with_data(dup, vs), 422, "INVALID_TIMESTAMP", "timestamps[50]"),
         ("negative", with_data([-1, *ts[1:]], vs), 422, "INVALID_TIMESTAMP", "positive"),
         ("float ts", with_data([t + 0.5 for t in ts], vs), 422, "INVALID_TIMESTAMP", "integer"),
         ("constant", with_data(ts, [1.0] * len(ts)), 422, "CONSTANT_SERIES", "constant"),
-        ("algorithm", with_data(ts, vs, config={"algorithm": "prophet"}), 422, "INVALID_INPUT",
-         "config"),
-        ("window", with_data(ts, vs, config={"window_hours": 200}), 422, "INVALID_INPUT",
-         "config"),
-        ("priority", with_data(ts, vs, metadata={"priority": "urgent"}), 422, "INVALID_INPUT",
-         "metadata"),
+        (
+            "algorithm",
+            with_data(ts, vs, config={"algorithm": "prophet"}),
+            422,
+            "INVALID_INPUT",
+            "config",
+        ),
+        ("window", with_data(ts, vs, config={"window_hours": 200}), 422, "INVALID_INPUT", "config"),
+        (
+            "priority",
+            with_data(ts, vs, metadata={"priority": "urgent"}),
+            422,
+            "INVALID_INPUT",
+            "metadata",
+        ),
     ]
 
 
-@pytest.mark.parametrize(("case", "body", "status", "code", "says"), _rules(),
-                         ids=[r[0] for r in _rules()])
+@pytest.mark.parametrize(
+    ("case", "body", "status", "code", "says"), _rules(), ids=[r[0] for r in _rules()]
+)
 def test_each_validation_rule_has_its_code(client, series_id, case, body, status, code, says):
     r = client.post(f"/fit/{series_id}", json=body)
     assert r.status_code == status, r.text
@@ -62,8 +77,11 @@ def test_each_validation_rule_has_its_code(client, series_id, case, body, status
 def test_non_finite_values_from_python_json(client, series_id):
     good = make_series(seed=2)
     good["values"][17] = float("inf")
-    r = client.post(f"/fit/{series_id}", content=json.dumps({"training_data": good}),
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        f"/fit/{series_id}",
+        content=json.dumps({"training_data": good}),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422
     assert error_of(r)["code"] == "NON_FINITE_VALUE"
     assert "values[17]" in error_of(r)["message"]
@@ -71,8 +89,12 @@ def test_non_finite_values_from_python_json(client, series_id):
 
 @pytest.mark.parametrize(
     ("body", "content_type", "status"),
-    [(b"{not json", "application/json", 400), (b"[]", "application/json", 422),
-     (b"a=1", "application/x-www-form-urlencoded", 415), (b"{}", None, 415)],
+    [
+        (b"{not json", "application/json", 400),
+        (b"[]", "application/json", 422),
+        (b"a=1", "application/x-www-form-urlencoded", 415),
+        (b"{}", None, 415),
+    ],
 )
 def test_malformed_bodies(client, series_id, body, content_type, status):
     headers = {"content-type": content_type} if content_type else {}
@@ -89,7 +111,8 @@ def raw_post(port: int, path: str, body: bytes = b"") -> tuple[int, dict]:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
         )
         response = b""
         while chunk := sock.recv(65536):
@@ -100,8 +123,19 @@ def raw_post(port: int, path: str, body: bytes = b"") -> tuple[int, dict]:
 
 @pytest.mark.parametrize(
     "raw_path",
-    ["/fit/..", "/fit/%2E%2E", "/fit/a%2Fb", "/fit/a/../b", "/fit/..%2Fetc", "/fit/with%20space",
-     "/fit/" + "a" * 65, "/fit/sens%C3%B6r", "/fit/a%00b", "/fit/a.b", "/fit/%252e%252e"],
+    [
+        "/fit/..",
+        "/fit/%2E%2E",
+        "/fit/a%2Fb",
+        "/fit/a/../b",
+        "/fit/..%2Fetc",
+        "/fit/with%20space",
+        "/fit/" + "a" * 65,
+        "/fit/sens%C3%B6r",
+        "/fit/a%00b",
+        "/fit/a.b",
+        "/fit/%252e%252e",
+    ],
 )
 def test_invalid_series_ids_touch_no_file_and_no_queue(client, api, state_dir, raw_path):
     jobs_before = client.get("/jobs").json()["total"]
@@ -132,8 +166,7 @@ def test_rate_limit_per_series(client, series_id, state_dir):
 
 def test_body_over_10_mb_is_refused_by_its_announced_size(client, series_id):
     big = b"x" * (10 * 1024 * 1024 + 1)
-    r = client.post(f"/fit/{series_id}", content=big,
-                    headers={"content-type": "application/json"})
+    r = client.post(f"/fit/{series_id}", content=big, headers={"content-type": "application/json"})
     assert r.status_code == 413
     error = error_of(r)
     assert error["code"] == "PAYLOAD_TOO_LARGE"
@@ -145,8 +178,9 @@ def test_streamed_body_over_10_mb_is_cut_off(client, series_id):
         for _ in range(12):
             yield b" " * (1024 * 1024)
 
-    r = client.post(f"/fit/{series_id}", content=chunks(),
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        f"/fit/{series_id}", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413
     assert error_of(r)["code"] == "PAYLOAD_TOO_LARGE"
 
@@ -170,15 +204,17 @@ def test_idempotency_key(client, series_id):
     replay = client.post(f"/fit/{series_id}", json=body, headers=headers)
     assert replay.json()["job_id"] == first["job_id"] and replay.json()["deduplicated"]
     assert replay.json()["status"] == "cancelled"
-    reused = client.post(f"/fit/{series_id}", json={"training_data": make_series(seed=10)},
-                         headers=headers)
+    reused = client.post(
+        f"/fit/{series_id}", json={"training_data": make_series(seed=10)}, headers=headers
+    )
     assert reused.status_code == 409
     assert error_of(reused)["code"] == "IDEMPOTENCY_KEY_REUSED"
 
 
 def test_cancel_while_queued_only(client, series_id):
     job_id = client.post(f"/fit/{series_id}", json={"training_data": make_series()}).json()[
-        "job_id"]
+        "job_id"
+    ]
     r = client.delete(f"/jobs/{job_id}")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     assert r.json()["finished_at"] is not None
@@ -190,8 +226,12 @@ def test_cancel_while_queued_only(client, series_id):
 
 
 def test_job_listing_filters_and_pages(client, series_id):
-    ids = [client.post(f"/fit/{series_id}", json={"training_data": make_series(seed=s)}).json()[
-        "job_id"] for s in (20, 21, 22)]
+    ids = [
+        client.post(f"/fit/{series_id}", json={"training_data": make_series(seed=s)}).json()[
+            "job_id"
+        ]
+        for s in (20, 21, 22)
+    ]
     client.delete(f"/jobs/{ids[0]}")
     page = client.get("/jobs", params={"series_id": series_id, "page_size": 2}).json()
     assert page["total"] == 3 and len(page["items"]) == 2

@@ -17,9 +17,11 @@ def fit(client: httpx.Client, series_id: str, **extra) -> httpx.Response:
 
 
 async def test_a_fit_puts_exactly_one_contract_message_on_training_jobs(client, amqp, series_id):
-    body = {"training_data": make_series(seed=3),
-            "config": {"algorithm": "robust", "window_hours": 72},
-            "metadata": {"triggered_by": "test", "tags": ["x"]}}
+    body = {
+        "training_data": make_series(seed=3),
+        "config": {"algorithm": "robust", "window_hours": 72},
+        "metadata": {"triggered_by": "test", "tags": ["x"]},
+    }
     r = client.post(f"/fit/{series_id}", json=body)
     assert r.status_code == 202, r.text
     accepted = r.json()
@@ -42,12 +44,14 @@ async def test_a_fit_puts_exactly_one_contract_message_on_training_jobs(client, 
     assert contract.config.hyperparameters == {"threshold_sigma": 3.5}
     assert contract.metadata.triggered_by == "test" and contract.metadata.priority == "normal"
     import numpy as np
+
     ts = np.array(body["training_data"]["timestamps"])
     vs = np.array(body["training_data"]["values"])
     assert contract.data_sha256 == data_sha256(ts, vs)
 
     # The claim check points at the stored Parquet file holding exactly the points sent.
     import polars as pl
+
     stored = pl.read_parquet(contract.data_uri.removeprefix("file://"))
     assert stored.schema == pl.Schema({"timestamp": pl.Int64, "value": pl.Float64})
     np.testing.assert_array_equal(stored["timestamp"].to_numpy(), ts)
@@ -70,6 +74,7 @@ async def test_a_rejected_message_lands_in_the_dead_letter_queue(client, amqp, s
         message = await queue.get(no_ack=False, fail=False, timeout=5)
         if message is None:
             import asyncio
+
             await asyncio.sleep(0.05)
             continue
         if message.message_id == job_id:

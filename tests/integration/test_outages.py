@@ -22,12 +22,16 @@ def submit(client: httpx.Client, prefix: str, n: int) -> set[str]:
 
 
 def broker_seen(client: httpx.Client, up: bool) -> None:
-    wait_until(lambda: client.get("/health").json()["broker"] is up, 30,
-               f"API seeing the broker {'up' if up else 'down'}")
+    wait_until(
+        lambda: client.get("/health").json()["broker"] is up,
+        30,
+        f"API seeing the broker {'up' if up else 'down'}",
+    )
 
 
-async def test_fits_accepted_while_the_broker_is_down_arrive_once(client, rabbitmq, amqp,
-                                                                   series_id):
+async def test_fits_accepted_while_the_broker_is_down_arrive_once(
+    client, rabbitmq, amqp, series_id
+):
     await amqp.close()  # our own channel dies with the broker
     rabbitmq.stop()
     try:
@@ -42,9 +46,9 @@ async def test_fits_accepted_while_the_broker_is_down_arrive_once(client, rabbit
     broker_seen(client, up=True)
 
     import aio_pika
+
     async with await aio_pika.connect(rabbitmq.url) as connection:
-        found = await collect(await connection.channel(), JOBS_QUEUE, job_ids, timeout=60,
-                              settle=2)
+        found = await collect(await connection.channel(), JOBS_QUEUE, job_ids, timeout=60, settle=2)
     assert counts(found) == dict.fromkeys(job_ids, 1)
     assert client.get("/health").json()["outbox_backlog"] == 0
 
@@ -62,9 +66,9 @@ async def test_unsent_messages_survive_an_api_crash(client, api, rabbitmq, amqp,
     api.start()
 
     import aio_pika
+
     async with await aio_pika.connect(rabbitmq.url) as connection:
-        found = await collect(await connection.channel(), JOBS_QUEUE, job_ids, timeout=60,
-                              settle=2)
+        found = await collect(await connection.channel(), JOBS_QUEUE, job_ids, timeout=60, settle=2)
     assert counts(found) == dict.fromkeys(job_ids, 1)
     assert time.monotonic() - started < 60
     for job_id in job_ids:

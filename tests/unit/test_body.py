@@ -51,8 +51,11 @@ def test_integer_values_are_accepted_as_floats():
 
 def test_config_and_metadata():
     doc = body(
-        config={"algorithm": "isolation_forest", "window_hours": 24,
-                "hyperparameters": {"n_estimators": 50}},
+        config={
+            "algorithm": "isolation_forest",
+            "window_hours": 24,
+            "hyperparameters": {"n_estimators": 50},
+        },
         metadata={"triggered_by": "ops", "tags": ["a"], "priority": "high"},
     )
     parsed = parse_fit_body(orjson.dumps(doc))
@@ -70,9 +73,21 @@ def test_a_parser_is_reused_after_an_error():
 @pytest.mark.parametrize(
     ("doc", "error", "message"),
     [
-        ({"training_data": {"timestamps": [1, "2"], "values": [1, 2]}}, InvalidTimestamp, "integer"),
-        ({"training_data": {"timestamps": [1.0, 2.0], "values": [1, 2]}}, InvalidTimestamp, "integer"),
-        ({"training_data": {"timestamps": [1, 2**63], "values": [1, 2]}}, InvalidTimestamp, "int64"),
+        (
+            {"training_data": {"timestamps": [1, "2"], "values": [1, 2]}},
+            InvalidTimestamp,
+            "integer",
+        ),
+        (
+            {"training_data": {"timestamps": [1.0, 2.0], "values": [1, 2]}},
+            InvalidTimestamp,
+            "integer",
+        ),
+        (
+            {"training_data": {"timestamps": [1, 2**63], "values": [1, 2]}},
+            InvalidTimestamp,
+            "int64",
+        ),
         ({"training_data": {"timestamps": [[1], [2]], "values": [1, 2]}}, InvalidTimestamp, "flat"),
         ({"training_data": {"timestamps": [1, 2], "values": [1, [2, 3]]}}, InvalidInput, "flat"),
         ({"training_data": {"timestamps": [1], "values": [1], "x": 1}}, InvalidInput, "exactly"),
@@ -81,7 +96,11 @@ def test_a_parser_is_reused_after_an_error():
         ({"training_data": {"timestamps": [1, 2], "values": "12"}}, InvalidInput, "array"),
         ({"training_data": [1, 2]}, InvalidInput, "training_data must be an object"),
         ({}, InvalidInput, "training_data must be an object"),
-        ({"training_data": {"timestamps": [1], "values": [1]}, "extra": 1}, InvalidInput, "unknown"),
+        (
+            {"training_data": {"timestamps": [1], "values": [1]}, "extra": 1},
+            InvalidInput,
+            "unknown",
+        ),
         ([1, 2], InvalidInput, "JSON object"),
     ],
 )

@@ -12,7 +12,21 @@ def test_valid_series_ids(good):
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "a" * 65, "../etc", "a/b", "a b", "sensör", "a.b", "a-b", "x\n", "a\x00b", "%2e%2e", None, 5],
+    [
+        "",
+        "a" * 65,
+        "../etc",
+        "a/b",
+        "a b",
+        "sensör",
+        "a.b",
+        "a-b",
+        "x\n",
+        "a\x00b",
+        "%2e%2e",
+        None,
+        5,
+    ],
 )
 def test_invalid_series_ids(bad):
     assert not is_valid_series_id(bad)

@@ -49,7 +49,8 @@ async def fit(
         check_idempotency_key(idempotency_key)
         services.limiter.hit(series_id)
         raw = await read_limited(
-            request.stream(), request.headers.get("content-length"),
+            request.stream(),
+            request.headers.get("content-length"),
             services.settings.max_body_bytes,
         )
         job, deduplicated = await run_in_threadpool(

@@ -45,7 +45,9 @@ async def health(services: ServicesDep) -> Health:
 @router.get("/readiness", response_model=Health, responses={503: {"model": Health}})
 async def readiness(services: ServicesDep) -> JSONResponse:
     result = await _check(services)
-    return JSONResponse(result.model_dump(mode="json"), status_code=200 if result.job_store else 503)
+    return JSONResponse(
+        result.model_dump(mode="json"), status_code=200 if result.job_store else 503
+    )
 
 
 @router.get("/liveness")

@@ -33,8 +33,7 @@ async def list_jobs(
     rows, total = await run_in_threadpool(
         services.jobs.list_jobs, series_id, status, page, page_size
     )
-    return JobPage(items=[JobView.of(j) for j in rows], page=page, page_size=page_size,
-                   total=total)
+    return JobPage(items=[JobView.of(j) for j in rows], page=page, page_size=page_size, total=total)
 
 
 @router.delete("/{job_id}", response_model=JobView, responses={404: {}, 409: {}})
