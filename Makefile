@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Touched after a successful sync; it lives inside .venv so that deleting .venv re-syncs.
 VENV_STAMP := $(VENV)/.synced-from-lock
-DEB_PACKAGES := rabbitmq-server haproxy curl
+DEB_PACKAGES := rabbitmq-server postgresql haproxy curl
 # sudo only when we are not root and it exists.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || command -v sudo)
 

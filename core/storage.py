@@ -6,6 +6,7 @@ seconds) and `value` (Float64). The job message carries the file's URI (claim ch
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -57,11 +58,11 @@ class LocalDataStore:
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StorageUnavailable(
-                f"training data could not be stored: {exc.strerror or exc}"
-            ) from exc
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            reason = getattr(exc, "strerror", None) or exc
+            raise StorageUnavailable(f"training data could not be stored: {reason}") from exc
         return path.as_uri()
 
     def _local(self, uri: str) -> Path:

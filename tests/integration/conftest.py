@@ -11,9 +11,9 @@ import aio_pika
 import httpx
 import pytest
 
-from tests.integration.services import RabbitMQ, TrainingApi
+from tests.integration.services import MotoS3, PostgreSQL, RabbitMQ, TrainingApi
 
-AMQP_PORT, MGMT_PORT, API_PORT = 5682, 15682, 8040
+AMQP_PORT, MGMT_PORT, API_PORT, PG_PORT, S3_PORT = 5682, 15682, 8040, 5442, 5055
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +62,26 @@ async def amqp(rabbitmq: RabbitMQ) -> AsyncIterator[aio_pika.abc.AbstractChannel
     connection = await aio_pika.connect(rabbitmq.url)
     async with connection:
         yield await connection.channel()
+
+
+@pytest.fixture(scope="session")
+def postgresql() -> Iterator[PostgreSQL]:
+    base = Path(tempfile.mkdtemp(prefix="adp-test-pg-"))
+    base.chmod(0o755)
+    server = PostgreSQL(base, PG_PORT)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    server = MotoS3(tmp_path_factory.mktemp("moto"), S3_PORT)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -6,6 +6,7 @@ Ports differ from the local stack's defaults, so a running `make up` does not in
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -130,7 +131,6 @@ class TrainingApi(Process):
             "127.0.0.1",
             "--port",
             str(port),
-            "--no-access-log",
         ]
         super().__init__("training_api", argv, state_dir, {"STATE_DIR": str(state_dir), **env})
 
@@ -152,3 +152,81 @@ class TrainingApi(Process):
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def _as_user(user: str) -> list[str]:
+    """Run as `user` when we are root (PostgreSQL refuses to run as root)."""
+    return (
+        ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
+        if os.geteuid() == 0
+        else []
+    )
+
+
+class PostgreSQL(Process):
+    """A throwaway PostgreSQL cluster from the Debian package, trust auth on loopback."""
+
+    def __init__(self, base: Path, port: int) -> None:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+        if not bins:
+            raise RuntimeError("PostgreSQL is not installed: run `make deps`")
+        self.bin = bins[-1].parent
+        self.data, self.port = base / "data", port
+        super().__init__(
+            "postgresql",
+            [
+                *_as_user("postgres"),
+                str(self.bin / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(base),
+            ],
+            base,
+            {},
+        )
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+    def start(self) -> None:
+        if not self.data.exists():
+            if os.geteuid() == 0:
+                shutil.chown(self.data.parent, "postgres", "postgres")
+            subprocess.run(
+                [
+                    *_as_user("postgres"),
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                ],
+                check=True,
+                capture_output=True,
+            )
+        super().start()
+        wait_until(lambda: port_open(self.port), 30, "PostgreSQL")
+
+
+class MotoS3(Process):
+    """moto's S3 server: the S3 HTTP API on loopback, for the s3:// data root."""
+
+    def __init__(self, base: Path, port: int) -> None:
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}"
+        super().__init__(
+            "moto",
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            base,
+            {},
+        )
+
+    def start(self) -> None:
+        super().start()
+        wait_until(lambda: port_open(self.port), 30, "moto S3 server")

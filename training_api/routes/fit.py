@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
@@ -13,8 +14,10 @@ from core.naming import require_series_id
 from training_api.body import read_limited
 from training_api.deps import ServicesDep
 from training_api.fits import check_idempotency_key
+from training_api.routes import errors
 from training_api.schemas import FitAccepted
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["training"])
 
 # The body is parsed by simdjson straight into arrays, so FastAPI does not see a model
@@ -35,7 +38,7 @@ OPENAPI_MODELS = [FitRequest]
     response_model=FitAccepted,
     openapi_extra=_BODY,
     summary="Submit a training job for one series",
-    responses={400: {}, 409: {}, 413: {}, 415: {}, 422: {}, 429: {}, 503: {}},
+    responses=errors(400, 409, 413, 415, 422, 429, 503),
 )
 async def fit(
     series_id: str,
@@ -58,12 +61,17 @@ async def fit(
         )
     except PlatformError as exc:
         services.metrics.fits_rejected.labels(exc.code).inc()
+        log.info("fit rejected", extra={"series_id": series_id[:80], "code": exc.code})
         raise
     if deduplicated:
         services.metrics.fits_deduplicated.inc()
     else:
         services.metrics.fits_accepted.inc()
         services.relay.notify()
+    log.info(
+        "fit accepted",
+        extra={"series_id": series_id, "job_id": job.job_id, "deduplicated": deduplicated},
+    )
     return FitAccepted(
         job_id=job.job_id,
         series_id=job.series_id,

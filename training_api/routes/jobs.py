@@ -10,17 +10,18 @@ from starlette.concurrency import run_in_threadpool
 from core.contracts import JobStatus
 from core.naming import require_series_id
 from training_api.deps import ServicesDep
+from training_api.routes import errors
 from training_api.schemas import JobPage, JobView
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-@router.get("/{job_id}", response_model=JobView, responses={404: {}})
+@router.get("/{job_id}", response_model=JobView, responses=errors(404))
 async def get_job(job_id: str, services: ServicesDep) -> JobView:
     return JobView.of(await run_in_threadpool(services.jobs.get, job_id))
 
 
-@router.get("", response_model=JobPage, responses={422: {}})
+@router.get("", response_model=JobPage, responses=errors(422))
 async def list_jobs(
     services: ServicesDep,
     series_id: str | None = None,
@@ -36,6 +37,6 @@ async def list_jobs(
     return JobPage(items=[JobView.of(j) for j in rows], page=page, page_size=page_size, total=total)
 
 
-@router.delete("/{job_id}", response_model=JobView, responses={404: {}, 409: {}})
+@router.delete("/{job_id}", response_model=JobView, responses=errors(404, 409))
 async def cancel_job(job_id: str, services: ServicesDep) -> JobView:
     return JobView.of(await run_in_threadpool(services.jobs.cancel, job_id))
