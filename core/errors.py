@@ -30,6 +30,9 @@ class ErrorCode(StrEnum):
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    TRAINING_FAILED = "TRAINING_FAILED"
+    MODEL_CHECK_FAILED = "MODEL_CHECK_FAILED"
+    RUN_FAILED = "RUN_FAILED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -125,3 +128,9 @@ class QueueUnavailable(PlatformError):
 
 class StorageUnavailable(PlatformError):
     code, status = ErrorCode.STORAGE_UNAVAILABLE, 503
+
+
+class ModelCheckFailed(PlatformError):
+    """A registered model did not load back or predict; it is not promoted."""
+
+    code, status = ErrorCode.MODEL_CHECK_FAILED, 500

@@ -52,8 +52,13 @@ class Publisher:
     async def connect(self) -> None:
         await self._ensure_exchange()
 
-    async def publish(self, routing_key: str, body: bytes, message_id: str) -> None:
-        """Return once the broker confirmed the persistent message; raise otherwise."""
+    async def publish(
+        self, routing_key: str, body: bytes, message_id: str, mandatory: bool = True
+    ) -> None:
+        """Return once the broker confirmed the persistent message; raise otherwise.
+
+        `mandatory`: a message no queue takes is an error (jobs), or fine (events that
+        nobody happens to listen to)."""
         exchange = await self._ensure_exchange()
         message = aio_pika.Message(
             body,
@@ -61,7 +66,7 @@ class Publisher:
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        await exchange.publish(message, routing_key, mandatory=True, timeout=self._timeout)
+        await exchange.publish(message, routing_key, mandatory=mandatory, timeout=self._timeout)
 
     async def close(self) -> None:
         if self._connection is not None:

@@ -42,6 +42,20 @@ class Settings(BaseSettings):
     outbox_batch: int = Field(200, ge=1, description="Outbox rows published per batch.")
     log_level: str = Field("INFO", description="Log level of every process.")
 
+    sensor_interval_s: int = Field(5, ge=1, description="Queue sensor tick interval.")
+    sensor_max_messages: int = Field(200, ge=1, description="Messages read per sensor tick.")
+    max_jobs_per_run: int = Field(
+        25, ge=1, le=500, description="Jobs trained by one Dagster run (1: a run per job)."
+    )
+    model_retention: int = Field(10, ge=1, description="Model versions kept per series.")
+    retrain_cron: str = Field("0 3 * * 0", description="When the retraining schedule runs.")
+    retrain_max_age_hours: float = Field(
+        168, gt=0, description="The schedule retrains models older than this."
+    )
+    training_retries: int = Field(
+        3, ge=0, description="Retries of a training step after a transient error (MLflow down)."
+    )
+
     @property
     def resolved_state_dir(self) -> Path:
         return self.state_dir.expanduser().resolve()

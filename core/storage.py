@@ -1,7 +1,9 @@
 """Training-data storage: one Parquet file per accepted fit, under a local folder or S3.
 
-Layout: `{root}/{series_id}/{job_id}.parquet` with columns `timestamp` (Int64, Unix
-seconds) and `value` (Float64). The job message carries the file's URI (claim check).
+Layout: `{root}/{series_id}/{stored_at}_{job_id}.parquet` with columns `timestamp` (Int64,
+Unix seconds) and `value` (Float64). `stored_at` (UTC, microseconds) makes file names sort
+in submission order, so when two submissions overlap the newer one wins. The job message
+carries the file's URI (claim check).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -20,6 +23,11 @@ from core.errors import StorageUnavailable
 from core.naming import require_series_id
 
 
+def _file_name(job_id: uuid.UUID) -> str:
+    stored_at = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{stored_at}_{uuid.UUID(str(job_id))}.parquet"
+
+
 def to_frame(timestamps: np.ndarray, values: np.ndarray) -> pl.DataFrame:
     return pl.DataFrame(
         {
@@ -27,6 +35,10 @@ def to_frame(timestamps: np.ndarray, values: np.ndarray) -> pl.DataFrame:
             "value": np.asarray(values, dtype=np.float64),
         }
     )
+
+
+def _empty() -> pl.LazyFrame:
+    return pl.LazyFrame(schema={"timestamp": pl.Int64, "value": pl.Float64, "source": pl.String})
 
 
 class TrainingDataStore(Protocol):
@@ -42,11 +54,8 @@ class LocalDataStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
 
-    def _path(self, series_id: str, job_id: uuid.UUID) -> Path:
-        return self.root / require_series_id(series_id) / f"{uuid.UUID(str(job_id))}.parquet"
-
     def write(self, series_id: str, job_id: uuid.UUID, frame: pl.DataFrame) -> str:
-        path = self._path(series_id, job_id)
+        path = self.root / require_series_id(series_id) / _file_name(job_id)
         tmp = path.with_suffix(".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +88,11 @@ class LocalDataStore:
         return pl.scan_parquet(self._local(uri))
 
     def scan_series(self, series_id: str) -> pl.LazyFrame:
-        return pl.scan_parquet(self.root / require_series_id(series_id) / "*.parquet")
+        """Every file of the series, with a `source` column naming the file."""
+        folder = self.root / require_series_id(series_id)
+        if not any(folder.glob("*.parquet")):
+            return _empty()
+        return pl.scan_parquet(folder / "*.parquet", include_file_paths="source")
 
 
 class S3DataStore:
@@ -99,7 +112,7 @@ class S3DataStore:
         return f"s3://{self.bucket}/{key}"
 
     def write(self, series_id: str, job_id: uuid.UUID, frame: pl.DataFrame) -> str:
-        uri = self._uri(require_series_id(series_id), f"{uuid.UUID(str(job_id))}.parquet")
+        uri = self._uri(require_series_id(series_id), _file_name(job_id))
         try:
             frame.write_parquet(uri, storage_options=self.storage_options)
         except Exception as exc:  # object_store raises its own error types
@@ -117,7 +130,8 @@ class S3DataStore:
 
     def scan_series(self, series_id: str) -> pl.LazyFrame:
         glob = self._uri(require_series_id(series_id), "*.parquet")
-        return pl.scan_parquet(glob, storage_options=self.storage_options)
+        return pl.scan_parquet(glob, storage_options=self.storage_options,
+                               include_file_paths="source")
 
 
 def data_store(root: str, s3_endpoint_url: str = "") -> TrainingDataStore:

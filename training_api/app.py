@@ -21,7 +21,7 @@ from core.storage import data_store
 from training_api.deps import Services
 from training_api.errors import UnhandledErrors, install_error_handlers
 from training_api.fits import FitService
-from training_api.jobstore import JobStore
+from core.jobstore import JobStore
 from training_api.metrics import ApiMetrics
 from training_api.ratelimit import FitRateLimiter
 from training_api.relay import OutboxRelay

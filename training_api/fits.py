@@ -14,7 +14,7 @@ from core.hashing import data_sha256
 from core.storage import TrainingDataStore, to_frame
 from core.topology import job_routing_key
 from training_api.body import parse_fit_body
-from training_api.jobstore import DuplicateJob, Job, JobStore
+from core.jobstore import DuplicateJob, Job, JobStore
 
 
 def check_idempotency_key(key: str | None) -> str | None:

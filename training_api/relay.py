@@ -14,7 +14,7 @@ import logging
 from anyio import to_thread
 
 from core.publisher import Publisher
-from training_api.jobstore import JobStore
+from core.jobstore import JobStore
 
 log = logging.getLogger(__name__)
 

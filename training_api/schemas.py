@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from core.contracts import JobStatus
-from training_api.jobstore import Job
+from core.jobstore import Job
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from core.contracts import JobStatus
 from core.errors import JobNotCancellable, JobNotFound
-from training_api.jobstore import DuplicateJob, Job, JobStore
+from core.jobstore import DuplicateJob, Job, JobStore
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -62,6 +62,8 @@ class Job(Base):
     model_version: Mapped[int | None]
     run_id: Mapped[str | None] = mapped_column(String(64))
     dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    # The Dagster run key this job was assigned to by the queue sensor (see pipelines/).
+    run_key: Mapped[str | None] = mapped_column(String(64), index=True)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
 
@@ -86,6 +88,19 @@ class OutboxRow(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class SeriesModel(Base):
+    """The catalog: each series' production model as the pipeline last left it."""
+
+    __tablename__ = "series_models"
+
+    series_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int]
+    algorithm: Mapped[str] = mapped_column(String(32))
+    data_sha256: Mapped[str] = mapped_column(String(64))
+    last_data_timestamp: Mapped[int]
+    trained_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class DuplicateJob(Exception):
@@ -202,6 +217,118 @@ class JobStore:
                 details=[{"job_id": job_id, "status": job.status}],
             )
         return job
+
+    # -- the training pipeline ----------------------------------------------------------
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        with self.session() as s:
+            rows = s.scalars(select(Job).where(Job.job_id.in_(list(job_ids)))).all()
+        return {job.job_id: job for job in rows}
+
+    def assign_run_key(self, job_ids: Sequence[str], run_key: str) -> None:
+        """Record durably which run will train these jobs, before the run is requested."""
+        with self.session() as s:
+            s.execute(
+                update(Job)
+                .where(Job.job_id.in_(list(job_ids)), Job.run_key.is_(None))
+                .values(run_key=run_key, updated_at=utcnow())
+            )
+
+    def jobs_of_run_key(self, run_key: str) -> Sequence[Job]:
+        with self.session() as s:
+            return s.scalars(select(Job).where(Job.run_key == run_key).order_by(Job.job_id)).all()
+
+    def latest_for_series(self, series_id: str) -> Job | None:
+        with self.session() as s:
+            return s.scalar(
+                select(Job)
+                .where(Job.series_id == series_id, Job.status != JobStatus.CANCELLED)
+                .order_by(Job.created_at.desc())
+                .limit(1)
+            )
+
+    def mark_running(self, job_id: str, dagster_run_id: str) -> bool:
+        """Queued (or a retried running) job → running; False if it was cancelled or ended."""
+        now = utcnow()
+        with self.session() as s:
+            done = s.execute(
+                update(Job)
+                .where(Job.job_id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+                .values(
+                    status=JobStatus.RUNNING,
+                    dagster_run_id=dagster_run_id,
+                    started_at=now,
+                    updated_at=now,
+                )
+            )
+        return bool(done.rowcount)
+
+    def mark_succeeded(self, job_id: str, model_version: int, run_id: str | None) -> None:
+        now = utcnow()
+        with self.session() as s:
+            s.execute(
+                update(Job)
+                .where(Job.job_id == job_id)
+                .values(
+                    status=JobStatus.SUCCEEDED,
+                    model_version=model_version,
+                    run_id=run_id,
+                    error_code=None,
+                    error_message=None,
+                    finished_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def mark_failed(self, job_ids: Sequence[str], code: str, message: str) -> list[str]:
+        """Fail the jobs still queued or running; return those that were."""
+        now = utcnow()
+        with self.session() as s:
+            open_ids = s.scalars(
+                select(Job.job_id).where(
+                    Job.job_id.in_(list(job_ids)),
+                    Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+                )
+            ).all()
+            if open_ids:
+                s.execute(
+                    update(Job)
+                    .where(Job.job_id.in_(open_ids))
+                    .values(
+                        status=JobStatus.FAILED,
+                        error_code=code,
+                        error_message=message[:2000],
+                        finished_at=now,
+                        updated_at=now,
+                    )
+                )
+        return list(open_ids)
+
+    def record_model(self, model: SeriesModel) -> None:
+        with self.session() as s:
+            s.merge(model)
+
+    def stale_series(self, trained_before: datetime, limit: int) -> list[str]:
+        """Series whose model is older than `trained_before`, or that received data (a job
+        that is not active, e.g. failed or cancelled) after their model was trained."""
+        newer_data = (
+            select(Job.series_id)
+            .where(
+                Job.series_id == SeriesModel.series_id,
+                Job.created_at > SeriesModel.trained_at,
+                Job.status.not_in([JobStatus.QUEUED, JobStatus.RUNNING]),
+            )
+            .exists()
+        )
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(SeriesModel.series_id)
+                    .where((SeriesModel.trained_at < trained_before) | newer_data)
+                    .order_by(SeriesModel.trained_at)
+                    .limit(limit)
+                ).all()
+            )
 
     # -- the outbox relay ---------------------------------------------------------------
 

@@ -1,0 +1,177 @@
+"""MLflow for the pipeline: one run per trained model, the registry, aliases and retention.
+
+Connection failures become `RegistryUnavailable`, the transient error the training retries.
+MLflow's own HTTP retries are cut short so an unreachable server fails in seconds, not
+minutes: the retry policy with backoff is ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import RegistryUnavailable
+from core.naming import EXPERIMENT_NAME, PRODUCTION_ALIAS, model_name
+
+log = logging.getLogger(__name__)
+
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+KEPT_ALIASES_NOTE = "aliased versions (production, shadow) are never deleted"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: int
+    run_id: str | None
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def _unavailable(exc: Exception) -> bool:
+    """True for errors that say MLflow could not be reached (worth a retry)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return True
+    if isinstance(exc, MlflowException):
+        text = str(exc)
+        return any(
+            s in text
+            for s in (
+                "Max retries exceeded",
+                "Connection refused",
+                "API request to",
+                "TEMPORARILY_UNAVAILABLE",
+            )
+        )
+    return False
+
+
+class Registry:
+    def __init__(self, tracking_uri: str, retention: int) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        mlflow.set_tracking_uri(tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.retention = retention
+        self.client = MlflowClient(tracking_uri)
+        self._experiment_id: str | None = None
+
+    def _call(self, what: str, fn, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if _unavailable(exc):
+                raise RegistryUnavailable(f"MLflow unreachable during {what}: {exc}") from exc
+            raise
+
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            import mlflow
+
+            experiment = self._call("set_experiment", mlflow.set_experiment, EXPERIMENT_NAME)
+            self._experiment_id = experiment.experiment_id
+        return self._experiment_id
+
+    def production(self, series_id: str) -> RegisteredVersion | None:
+        from mlflow.exceptions import MlflowException
+
+        name = model_name(series_id)
+        try:
+            mv = self._call(
+                "alias lookup", self.client.get_model_version_by_alias, name, PRODUCTION_ALIAS
+            )
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return RegisteredVersion(name, int(mv.version), mv.run_id, dict(mv.tags))
+
+    def log_and_register(
+        self,
+        series_id: str,
+        result: Any,
+        run_tags: dict[str, str],
+        version_tags: dict[str, str],
+        pip_requirements: list[str],
+    ) -> RegisteredVersion:
+        """Log params, metrics and the model in one MLflow run and register a version."""
+        import mlflow
+        import mlflow.sklearn
+
+        name = model_name(series_id)
+
+        def log() -> RegisteredVersion:
+            with mlflow.start_run(
+                experiment_id=self.experiment_id(),
+                tags=run_tags,
+                run_name=f"{series_id}-{run_tags.get('job_id', 'rerun')[:8]}",
+            ) as run:
+                mlflow.log_params(result.params)
+                mlflow.log_metrics(result.metrics)
+                info = mlflow.sklearn.log_model(
+                    result.detector,
+                    name="model",
+                    signature=result.signature,
+                    input_example=result.input_example,
+                    pip_requirements=pip_requirements,  # inferring them costs ~9 s a model
+                    # 0.2 KB and 2 ms to load, against 3.7 KB and 80 ms with skops (the default)
+                    serialization_format="cloudpickle",
+                    registered_model_name=name,
+                    await_registration_for=30,
+                )
+            version = int(info.registered_model_version)
+            for key, value in version_tags.items():
+                self.client.set_model_version_tag(name, str(version), key, value)
+            return RegisteredVersion(name, version, run.info.run_id, version_tags)
+
+        return self._call("logging the model", log)
+
+    def promote(self, series_id: str, version: int) -> None:
+        self._call(
+            "moving the alias",
+            self.client.set_registered_model_alias,
+            model_name(series_id),
+            PRODUCTION_ALIAS,
+            str(version),
+        )
+
+    def load_and_predict(self, version: RegisteredVersion, example: Any) -> Any:
+        import mlflow.pyfunc
+
+        model = self._call("loading the model back", mlflow.pyfunc.load_model, version.uri)
+        return model.predict(example)
+
+    def prune(self, series_id: str) -> list[int]:
+        """Keep the newest `retention` versions; KEPT_ALIASES_NOTE."""
+        name = model_name(series_id)
+        model = self._call("reading the model", self.client.get_registered_model, name)
+        aliased = {int(v) for v in (model.aliases or {}).values()}
+        versions = sorted(
+            (
+                int(mv.version)
+                for mv in self._call(
+                    "listing versions", self.client.search_model_versions, f"name='{name}'"
+                )
+            ),
+            reverse=True,
+        )
+        doomed = [v for v in versions[self.retention :] if v not in aliased]
+        for version in doomed:
+            self._call(
+                "deleting an old version", self.client.delete_model_version, name, str(version)
+            )
+        if doomed:
+            log.info("deleted %d old version(s) of %s", len(doomed), name)
+        return doomed
