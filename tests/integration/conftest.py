@@ -11,9 +11,17 @@ import aio_pika
 import httpx
 import pytest
 
-from tests.integration.services import MotoS3, PostgreSQL, RabbitMQ, TrainingApi
+from tests.integration.services import (
+    Dagster,
+    MlflowServer,
+    MotoS3,
+    PostgreSQL,
+    RabbitMQ,
+    TrainingApi,
+)
 
 AMQP_PORT, MGMT_PORT, API_PORT, PG_PORT, S3_PORT = 5682, 15682, 8040, 5442, 5055
+MLFLOW_PORT, DAGSTER_PORT = 5010, 3010
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +93,36 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"), MLFLOW_PORT)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline_env(rabbitmq: RabbitMQ, mlflow_server: MlflowServer, state_dir: Path) -> dict:
+    """What the pipeline processes share with the API: job store, data root, broker."""
+    return {
+        "STATE_DIR": str(state_dir),
+        "RABBITMQ_URL": rabbitmq.url,
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "SENSOR_INTERVAL_S": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+
+
+@pytest.fixture(scope="session")
+def dagster(pipeline_env: dict, api: TrainingApi,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dagster]:
+    instance = Dagster(tmp_path_factory.mktemp("dagster_home"), DAGSTER_PORT, pipeline_env)
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.stop()

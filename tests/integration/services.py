@@ -230,3 +230,91 @@ class MotoS3(Process):
     def start(self) -> None:
         super().start()
         wait_until(lambda: port_open(self.port), 30, "moto S3 server")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class MlflowServer(Process):
+    """`mlflow server` with a SQLite backend and local artifacts, as `make up` runs it."""
+
+    def __init__(self, base: Path, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        mlflow = str(Path(sys.executable).with_name("mlflow"))
+        super().__init__("mlflow", [
+            mlflow, "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
+            "--artifacts-destination", str(base / "artifacts"), "--serve-artifacts",
+            "--workers", "1",
+        ], base, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                  "MLFLOW_DISABLE_TELEMETRY": "true"})
+
+    def start(self) -> None:
+        super().start()
+        try:
+            wait_until(lambda: self._alive() and _http_ok(f"{self.url}/health"), 90, "MLflow")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.log_tail()}") from None
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"MLflow exited:\n{self.log_tail()}")
+        return True
+
+
+class Dagster:
+    """A real Dagster instance: daemon and webserver over the repo's workspace.yaml,
+    with DAGSTER_HOME holding a copy of the repo's dagster.yaml."""
+
+    def __init__(self, home: Path, port: int, env: dict[str, str]) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        self.home, self.port = home, port
+        self.url = f"http://127.0.0.1:{port}"
+        bindir = Path(sys.executable).parent
+        env = {"DAGSTER_HOME": str(home), **env}
+        workspace = ["-w", str(REPO / "workspace.yaml")]
+        self.daemon = Process("dagster-daemon", [str(bindir / "dagster-daemon"), "run",
+                                                 *workspace], home, env)
+        self.webserver = Process("dagster-webserver", [
+            str(bindir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *workspace,
+        ], home, env)
+
+    def start(self) -> None:
+        self.webserver.start()
+        self.daemon.start()
+        try:
+            wait_until(self._loaded, 180, "Dagster webserver and code location")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.webserver.log_tail()}") from None
+
+    def _loaded(self) -> bool:
+        for p in (self.webserver, self.daemon):
+            if p.proc is not None and p.proc.poll() is not None:
+                raise RuntimeError(f"{p.name} exited:\n{p.log_tail()}")
+        try:
+            data = self.graphql("{ workspaceOrError { ... on Workspace { locationEntries {"
+                                " locationOrLoadError { __typename } } } } }", timeout=3)
+        except httpx.HTTPError:
+            return False
+        entries = data["workspaceOrError"]["locationEntries"]
+        return bool(entries) and all(e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                                     for e in entries)
+
+    def graphql(self, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
+        r = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}},
+                       timeout=timeout)
+        r.raise_for_status()
+        body = r.json()
+        if body.get("errors"):
+            raise RuntimeError(body["errors"])
+        return body["data"]
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.webserver.stop()

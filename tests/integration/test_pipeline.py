@@ -1,0 +1,67 @@
+"""A fit becomes a registered, versioned model through a real Dagster instance."""
+
+from __future__ import annotations
+
+import time
+
+import aio_pika
+import httpx
+from mlflow import MlflowClient
+
+from core.contracts import TrainingEvent
+from core.topology import COMPLETED_PATTERN, EXCHANGE
+from tests.conftest import make_series
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
+async def test_fit_to_registered_model_with_alias_and_event(client, dagster, mlflow_server,
+                                                           rabbitmq, series_id):
+    connection = await aio_pika.connect(rabbitmq.url)
+    async with connection:
+        channel = await connection.channel()
+        events = await channel.declare_queue(exclusive=True)
+        await events.bind(EXCHANGE, COMPLETED_PATTERN)
+
+        r = client.post(f"/fit/{series_id}", json={"training_data": make_series(seed=5),
+                                                   "config": {"algorithm": "robust"}})
+        assert r.status_code == 202, r.text
+        job = wait_job(client, r.json()["job_id"])
+        assert job["status"] == "succeeded", job
+        assert job["model_version"] == 1 and job["run_id"] and job["dagster_run_id"]
+
+        registry = MlflowClient(mlflow_server.url)
+        name = f"model_od_{series_id}"
+        production = registry.get_model_version_by_alias(name, "production")
+        assert int(production.version) == 1
+        assert production.tags["job_id"] == job["job_id"]
+        assert production.tags["data_sha256"] == job["data_sha256"]
+        assert production.tags["algorithm"] == "robust"
+        run = registry.get_run(production.run_id)
+        assert run.data.tags["series_id"] == series_id
+        assert run.data.metrics["points"] == 10_000
+        assert "anomaly_rate" in run.data.metrics and "p99" in run.data.metrics
+
+        deadline = time.monotonic() + 30
+        seen = None
+        while seen is None and time.monotonic() < deadline:
+            message = await events.get(no_ack=True, fail=False)
+            if message is None:
+                await __import__("asyncio").sleep(0.2)
+                continue
+            event = TrainingEvent.model_validate_json(message.body)
+            if event.series_id == series_id:
+                seen = (message.routing_key, event)
+        assert seen is not None, "no completion event"
+        key, event = seen
+        assert key == f"training.completed.{series_id}"
+        assert event.version == 1 and str(event.job_id) == job["job_id"]
+        assert event.model_name == name and event.run_id == production.run_id
