@@ -68,28 +68,32 @@ class TickPlan:
         self.asset_events: list[dg.AssetMaterialization] = []
 
     def decide(self, deliveries: list[Delivery]) -> None:
-        messages: dict[str, tuple[Delivery, JobMessage]] = {}
+        messages: dict[str, JobMessage] = {}
+        copies: dict[str, list[Delivery]] = {}  # a redelivery may sit in the same batch
         for d in deliveries:
             try:
                 message = JobMessage.model_validate_json(d.body)
             except ValidationError as exc:
                 d.outcome, d.reason = Outcome.DEAD_LETTER, _poison_reason(exc)
                 continue
-            messages[str(message.job_id)] = (d, message)
+            messages[str(message.job_id)] = message
+            copies.setdefault(str(message.job_id), []).append(d)
         rows = self.store.get_many(list(messages))
         fresh: list[JobMessage] = []
-        for job_id, (d, message) in messages.items():
-            job = rows.get(job_id)
+        for job_id, message in messages.items():
+            job, outcome, reason = rows.get(job_id), Outcome.REQUEUE, ""
             if job is None:
-                d.outcome, d.reason = Outcome.DEAD_LETTER, f"job {job_id} is not in the job store"
+                outcome, reason = Outcome.DEAD_LETTER, f"job {job_id} is not in the job store"
             elif job.status in _ENDED:
-                d.outcome = Outcome.ACK  # cancelled, or a redelivery of a trained job
+                outcome = Outcome.ACK  # cancelled, or a redelivery of a trained job
             elif job.run_key and self._run_exists(job.run_key):
-                d.outcome = Outcome.ACK
+                outcome = Outcome.ACK
             elif job.run_key:
                 self._request(job.run_key)  # assigned, but the run was never created
             else:
                 fresh.append(message)
+            for d in copies[job_id]:
+                d.outcome, d.reason = outcome, reason
         self._plan_fresh(fresh)
 
     def _plan_fresh(self, fresh: list[JobMessage]) -> None:

@@ -108,6 +108,10 @@ class RabbitMQ(Process):
         super().stop(sig, timeout)
         wait_until(lambda: not port_open(self.amqp_port), 30, "RabbitMQ stop")
 
+    def wait_queue_empty(self, queue: str, timeout: float = 20) -> None:
+        """The management API refreshes its counts every few seconds."""
+        wait_until(lambda: self.queue_depth(queue) == 0, timeout, f"{queue} to be empty")
+
     def queue_depth(self, queue: str) -> int:
         r = httpx.get(
             f"http://127.0.0.1:{self.mgmt_port}/api/queues/%2F/{queue}",

@@ -65,3 +65,67 @@ async def test_fit_to_registered_model_with_alias_and_event(client, dagster, mlf
         assert key == f"training.completed.{series_id}"
         assert event.version == 1 and str(event.job_id) == job["job_id"]
         assert event.model_name == name and event.run_id == production.run_id
+
+
+def runs_with_tag(dagster, key: str, value: str) -> list[dict]:
+    data = dagster.graphql(
+        """query Runs($filter: RunsFilter) { runsOrError(filter: $filter) {
+             ... on Runs { results { runId status tags { key value } } } } }""",
+        {"filter": {"tags": [{"key": key, "value": value}]}},
+    )
+    return data["runsOrError"]["results"]
+
+
+def versions_of(mlflow_server, series_id: str) -> list[int]:
+    found = MlflowClient(mlflow_server.url).search_model_versions(f"name='model_od_{series_id}'")
+    return sorted(int(v.version) for v in found)
+
+
+def outbox_message(state_dir, job_id: str) -> bytes:
+    import sqlite3
+
+    with sqlite3.connect(state_dir / "jobs.db") as db:
+        (body,) = db.execute("SELECT body FROM outbox WHERE job_id = ?", (job_id,)).fetchone()
+    return body
+
+
+async def publish_raw(rabbitmq, body: bytes, message_id: str,
+                      key: str = "training.job.standard") -> None:
+    connection = await aio_pika.connect(rabbitmq.url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(EXCHANGE)
+        await exchange.publish(aio_pika.Message(body, message_id=message_id,
+                                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                               key)
+
+
+async def test_a_message_delivered_twice_trains_once(client, dagster, mlflow_server, rabbitmq,
+                                                     state_dir, series_id):
+    job_id = client.post(f"/fit/{series_id}", json={"training_data": make_series(seed=6)}).json()[
+        "job_id"]
+    body = outbox_message(state_dir, job_id)
+    await publish_raw(rabbitmq, body, job_id)  # a redelivery racing the original
+    assert wait_job(client, job_id)["status"] == "succeeded"
+    await publish_raw(rabbitmq, body, job_id)  # and one after training
+    time.sleep(4)  # a few sensor ticks
+    assert len(runs_with_tag(dagster, "dagster/run_key", job_id)) == 1
+    assert versions_of(mlflow_server, series_id) == [1]
+    rabbitmq.wait_queue_empty("training-jobs")
+
+
+async def test_a_poison_message_is_dead_lettered_and_does_not_block(client, dagster, rabbitmq,
+                                                                    amqp, series_id):
+    poison_id = f"poison-{series_id}"
+    await publish_raw(rabbitmq, b'{"schema_version": 2, "job_id": "x"}', poison_id)
+    await publish_raw(rabbitmq, b"not json at all", poison_id + "-2")
+    job_id = client.post(f"/fit/{series_id}", json={"training_data": make_series(seed=7)}).json()[
+        "job_id"]
+    assert wait_job(client, job_id)["status"] == "succeeded"
+    from tests.integration.queues import collect
+
+    found = await collect(amqp, "training-jobs-dlq", {poison_id, poison_id + "-2"})
+    assert {k: len(v) for k, v in found.items()} == {poison_id: 1, poison_id + "-2": 1}
+    assert found[poison_id][0].headers["x-death"][0]["reason"] == "rejected"
+    log = dagster.daemon.log_path.read_text() + dagster.webserver.log_path.read_text()
+    assert "dead-lettering message " + poison_id in log
