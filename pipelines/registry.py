@@ -153,6 +153,12 @@ class Registry:
         model = self._call("loading the model back", mlflow.pyfunc.load_model, version.uri)
         return model.predict(example)
 
+    def run_metric(self, run_id: str | None, key: str) -> float | None:
+        if not run_id:
+            return None
+        run = self._call("reading the run", self.client.get_run, run_id)
+        return run.data.metrics.get(key)
+
     def prune(self, series_id: str) -> list[int]:
         """Keep the newest `retention` versions; KEPT_ALIASES_NOTE."""
         name = model_name(series_id)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 import numpy as np
+import pandas as pd
 
 from core.contracts import TrainingConfig
 from core.detectors import plausible_anomaly_rate
@@ -22,7 +23,7 @@ from core.hashing import data_sha256
 from core.storage import TrainingDataStore
 from core.training import train
 from core.validation import validate_training_data
-from pipelines.registry import Registry
+from pipelines.registry import RegisteredVersion, Registry
 from pipelines.window import training_window
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,24 @@ def train_series(
         log.info(
             "%s: production v%d already holds this data and config", series_id, current.version
         )
+        example = frame.head(5).to_pandas()
+        checks = _model_checks(
+            registry,
+            current,
+            example,
+            None,
+            registry.run_metric(current.run_id, "anomaly_rate"),
+            config,
+        )
         return Trained(
-            series_id, current.version, current.run_id, current.uri, False, {}, data, [rules]
+            series_id,
+            current.version,
+            current.run_id,
+            current.uri,
+            False,
+            {},
+            data,
+            [rules, *checks],
         )
 
     result = train(frame, config)
@@ -105,19 +122,45 @@ def train_series(
         version_tags={**identity, "job_id": job_id or "", "algorithm": config.algorithm.value},
         pip_requirements=pip_requirements(),
     )
-
     expected = result.detector.predict(result.input_example)
-    loaded = np.asarray(registry.load_and_predict(version, result.input_example))
-    loads = bool(np.array_equal(loaded.ravel(), np.asarray(expected).ravel()))
-    if not loads:
+    checks = _model_checks(
+        registry, version, result.input_example, expected, result.metrics["anomaly_rate"], config
+    )
+    registry.promote(series_id, version.version)
+    registry.prune(series_id)
+    return Trained(
+        series_id,
+        version.version,
+        version.run_id,
+        version.uri,
+        True,
+        result.metrics,
+        data,
+        [rules, *checks],
+    )
+
+
+def _model_checks(
+    registry: Registry,
+    version: RegisteredVersion,
+    example: pd.DataFrame,
+    expected: np.ndarray | None,
+    rate: float | None,
+    config: TrainingConfig,
+) -> list[Check]:
+    """The registered model loads back and predicts (raises if not: it must not serve);
+    its anomaly rate on the training data is plausible (a warning if not)."""
+    loaded = np.asarray(registry.load_and_predict(version, example)).ravel()
+    ok = loaded.shape == (len(example),) and set(np.unique(loaded)) <= {0, 1}
+    if expected is not None:
+        ok = ok and bool(np.array_equal(loaded, np.asarray(expected).ravel()))
+    if not ok:
         raise ModelCheckFailed(
-            f"{version.uri} predicts {loaded} for its input example, "
-            f"expected {expected}; not promoted"
+            f"{version.uri} predicts {loaded.tolist()} for its input example"
+            f" (expected {expected}); not promoted"
         )
     low, high = plausible_anomaly_rate(config.algorithm, config.hyperparameters)
-    rate = result.metrics["anomaly_rate"]
-    checks = [
-        rules,
+    return [
         Check(
             "model_loads_and_predicts",
             True,
@@ -126,14 +169,9 @@ def train_series(
         ),
         Check(
             "anomaly_rate_plausible",
-            low <= rate <= high,
+            rate is not None and low <= rate <= high,
             f"anomaly rate on the training data within [{low}, {high}]",
             severity="WARN",
-            metadata={"anomaly_rate": rate},
+            metadata={"anomaly_rate": rate if rate is not None else -1.0},
         ),
     ]
-    registry.promote(series_id, version.version)
-    registry.prune(series_id)
-    return Trained(
-        series_id, version.version, version.run_id, version.uri, True, result.metrics, data, checks
-    )

@@ -290,6 +290,9 @@ class Dagster:
         ], home, env)
 
     def start(self) -> None:
+        # Creating the SQLite storage first: the webserver and the daemon would race to.
+        subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
+                       env={**os.environ, **self.daemon.env}, check=True, capture_output=True)
         self.webserver.start()
         self.daemon.start()
         try:

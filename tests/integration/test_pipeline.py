@@ -129,3 +129,150 @@ async def test_a_poison_message_is_dead_lettered_and_does_not_block(client, dags
     assert found[poison_id][0].headers["x-death"][0]["reason"] == "rejected"
     log = dagster.daemon.log_path.read_text() + dagster.webserver.log_path.read_text()
     assert "dead-lettering message " + poison_id in log
+
+
+def assign_run_key(state_dir, job_id: str) -> None:
+    """What a sensor tick writes before the daemon creates the run."""
+    import sqlite3
+
+    with sqlite3.connect(state_dir / "jobs.db") as db:
+        db.execute("UPDATE jobs SET run_key = ? WHERE job_id = ?", (job_id, job_id))
+
+
+def test_daemon_stopped_between_taking_a_message_and_creating_its_run(
+    client, dagster, mlflow_server, rabbitmq, state_dir, series_id
+):
+    dagster.daemon.stop()
+    try:
+        job_id = client.post(f"/fit/{series_id}",
+                             json={"training_data": make_series(seed=8)}).json()["job_id"]
+        time.sleep(1)  # published by the relay, nobody consumes it
+        assign_run_key(state_dir, job_id)  # the tick got this far, then the daemon died
+    finally:
+        dagster.daemon.start()
+    job = wait_job(client, job_id)
+    assert job["status"] == "succeeded"
+    time.sleep(3)
+    assert len(runs_with_tag(dagster, "dagster/run_key", job_id)) == 1
+    assert versions_of(mlflow_server, series_id) == [1]
+    rabbitmq.wait_queue_empty("training-jobs")
+
+
+def test_daemon_killed_during_a_burst_loses_and_duplicates_nothing(
+    client, dagster, mlflow_server, series_id
+):
+    job_ids = {}
+    for i in range(6):
+        sid = f"{series_id}_{i}"
+        job_ids[sid] = client.post(f"/fit/{sid}", json={"training_data": make_series(seed=40 + i)}
+                                   ).json()["job_id"]
+        if i in (1, 4):
+            dagster.daemon.kill()
+            dagster.daemon.start()
+    for sid, job_id in job_ids.items():
+        assert wait_job(client, job_id, timeout=240)["status"] == "succeeded"
+        assert versions_of(mlflow_server, sid) == [1]
+
+
+def test_mlflow_down_during_training_is_retried_until_it_is_back(client, dagster, mlflow_server,
+                                                                 series_id):
+    mlflow_server.stop()
+    try:
+        job_id = client.post(f"/fit/{series_id}",
+                             json={"training_data": make_series(seed=9)}).json()["job_id"]
+        deadline = time.monotonic() + 60
+        while client.get(f"/jobs/{job_id}").json()["status"] != "running":
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.5)
+        time.sleep(3)  # at least one attempt fails against the stopped server
+    finally:
+        mlflow_server.start()
+    job = wait_job(client, job_id, timeout=180)
+    assert job["status"] == "succeeded", job
+    assert versions_of(mlflow_server, series_id) == [1]
+
+
+def test_mlflow_down_for_good_fails_the_job_with_a_reason(client, dagster, mlflow_server,
+                                                          series_id):
+    mlflow_server.stop()
+    try:
+        started = time.monotonic()
+        job_id = client.post(f"/fit/{series_id}",
+                             json={"training_data": make_series(seed=10)}).json()["job_id"]
+        job = wait_job(client, job_id, timeout=240)
+        elapsed = time.monotonic() - started
+    finally:
+        mlflow_server.start()
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "REGISTRY_UNAVAILABLE"
+    assert "MLflow unreachable" in job["error"]["message"]
+    assert elapsed < 180  # retried with backoff, then gave up: no hang
+
+
+LAUNCH = """
+mutation Launch($executionParams: ExecutionParams!) {
+  launchRun(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+
+
+def rerun_partition(dagster, series_id: str) -> str:
+    """Launch a partition's materialization the way the UI's Materialize button does."""
+    data = dagster.graphql(LAUNCH, {"executionParams": {
+        "selector": {"repositoryLocationName": "pipelines", "repositoryName": "__repository__",
+                     "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["anomaly_model"]}]},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": series_id}]},
+        "runConfigData": "{}",
+    }})["launchRun"]
+    assert data["__typename"] == "LaunchRunSuccess", data
+    run_id = data["run"]["runId"]
+    deadline = time.monotonic() + 180
+    status = None
+    while time.monotonic() < deadline:
+        status = dagster.graphql(
+            'query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }',
+            {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(1)
+    assert status == "SUCCESS", f"rerun {run_id} ended {status}: {run_errors(dagster, run_id)}"
+    return run_id
+
+
+def run_errors(dagster, run_id: str) -> list[str]:
+    events = dagster.graphql(
+        """query Events($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {
+             __typename ... on MessageEvent { message }
+             ... on ExecutionStepFailureEvent { error { message } } } } } }""",
+        {"id": run_id})["logsForRun"]["events"]
+    return [e.get("error", {}).get("message") or e["message"] for e in events
+            if "Failure" in e["__typename"]]
+
+
+def test_a_ui_rerun_makes_a_new_version_only_when_the_data_changed(
+    client, dagster, mlflow_server, state_dir, series_id
+):
+    import numpy as np
+
+    from core.storage import LocalDataStore, to_frame
+
+    job_id = client.post(f"/fit/{series_id}", json={"training_data": make_series(seed=11)}
+                         ).json()["job_id"]
+    assert wait_job(client, job_id)["status"] == "succeeded"
+
+    rerun_partition(dagster, series_id)  # same data, same config
+    assert versions_of(mlflow_server, series_id) == [1]
+
+    newer = make_series(seed=12)  # data that arrived without a fit, two weeks later
+    ts = np.array(newer["timestamps"]) + 300 * 4032
+    LocalDataStore(state_dir / "data").write(series_id, __import__("uuid").uuid4(),
+                                             to_frame(ts, np.array(newer["values"])))
+    rerun_partition(dagster, series_id)
+    assert versions_of(mlflow_server, series_id) == [1, 2]
+    production = MlflowClient(mlflow_server.url).get_model_version_by_alias(
+        f"model_od_{series_id}", "production")
+    assert production.version == "2" and production.tags["job_id"] == ""
