@@ -2,8 +2,8 @@
 
     make demo        (starts the stack first)
 
-For now the platform ends at the queue: the demo shows the job and its message on
-`training-jobs`, read through the management API without taking it off the queue.
+It submits a fit, shows an invalid one refused, follows the job through the Dagster
+pipeline until its model is registered in MLflow, and shows the production version.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import httpx
 import numpy as np
 
 API = "http://127.0.0.1:8030"
-MANAGEMENT = "http://127.0.0.1:15672/api"
+MLFLOW = "http://127.0.0.1:5000"
+DAGSTER = "http://127.0.0.1:3000"
 
 
 def training_data(n: int = 10_000) -> dict:
@@ -58,26 +59,34 @@ def main() -> int:
 
         show(f"GET {job['status_url']}", api.get(job["status_url"]).json())
 
-    deadline = time.monotonic() + 15
+        job = wait_for(api, job["status_url"])
+        show(f"GET {job['job_id']} once trained", job)
+        if job["status"] != "succeeded":
+            return 1
+
+    model = httpx.get(f"{MLFLOW}/api/2.0/mlflow/registered-models/alias",
+                      params={"name": f"model_od_{series_id}", "alias": "production"}, timeout=10)
+    show(f"MLflow: model_od_{series_id}@production", model.json()["model_version"])
+    print(f"\nDagster run:   {DAGSTER}/runs/{job['dagster_run_id']}")
+    print(f"MLflow run:    {MLFLOW}/#/experiments/0/runs/{job['run_id']}".replace(
+        "/experiments/0", ""))
+    print(f"Lineage:       {DAGSTER}/assets/anomaly_model")
+    return 0
+
+
+def wait_for(api: httpx.Client, status_url: str, timeout: float = 300) -> dict:
+    """Poll the job until the pipeline has trained (or failed) it."""
+    deadline = time.monotonic() + timeout
+    last = None
     while time.monotonic() < deadline:
-        peek = httpx.post(
-            f"{MANAGEMENT}/queues/%2F/training-jobs/get",
-            auth=("guest", "guest"),
-            json={"count": 1000, "ackmode": "reject_requeue_true", "encoding": "auto"},
-            timeout=10,
-        )
-        mine = [m for m in peek.json() if m["properties"].get("message_id") == job["job_id"]]
-        if mine:
-            message = mine[0]
-            show(
-                "its message on training-jobs",
-                {"properties": message["properties"], "payload": json.loads(message["payload"])},
-            )
-            print("\nThe job waits on the queue; the training pipeline consumes it.")
-            return 0
-        time.sleep(0.5)
-    print("the message did not reach training-jobs within 15 s", file=sys.stderr)
-    return 1
+        job = api.get(status_url).json()
+        if job["status"] != last:
+            print(f"job is {job['status']}")
+            last = job["status"]
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(1)
+    raise SystemExit(f"the job is still {last} after {timeout} s: see `make status`")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,7 +34,8 @@ SOCK = f"{ROOT}/stack/../.state/supervisor.sock"
 PIDFILE = STATE / "supervisord.pid"
 TIMEOUT = float(os.environ.get("STACK_TIMEOUT", "120"))
 # Folders the programs expect to exist (supervisord needs the log folder before it starts).
-FOLDERS = [LOGS, STATE / "rabbitmq", STATE / "mlflow" / "artifacts"]
+FOLDERS = [LOGS, STATE / "rabbitmq", STATE / "mlflow" / "artifacts", STATE / "dagster"]
+DAGSTER_HOME = STATE / "dagster"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,18 @@ PROGRAMS = [
         "Training API docs    http://127.0.0.1:8030/docs",
         needs=("rabbitmq", "mlflow"),
     ),
+    Program(
+        "dagster-webserver",
+        "http://127.0.0.1:3000/server_info",
+        "Dagster UI           http://127.0.0.1:3000",
+        needs=("rabbitmq", "mlflow"),
+    ),
+    Program(
+        "dagster-daemon",
+        "dagster-daemon://127.0.0.1:3000",
+        "Dagster daemon       sensors, schedule and run queue (see Deployment > Daemons)",
+        needs=("dagster-webserver",),
+    ),
 ]
 BY_NAME = {p.name: p for p in PROGRAMS}
 
@@ -76,6 +90,8 @@ def healthy(probe: str) -> bool:
     u = urlsplit(probe)
     if u.scheme == "amqp":
         return amqp_answers(u.hostname or "127.0.0.1", u.port or 5672)
+    if u.scheme == "dagster-daemon":
+        return daemon_healthy(f"http://{u.netloc}/graphql")
     try:
         # trust_env=False: an HTTP(S)_PROXY in the environment must not catch loopback calls.
         return httpx.get(probe, timeout=3, trust_env=False).status_code == 200
@@ -101,8 +117,31 @@ def amqp_answers(host: str, port: int) -> bool:
     return frame[:3] == b"\x01\x00\x00" and frame[7:11] == b"\x00\x0a\x00\x0a"
 
 
+def daemon_healthy(graphql: str) -> bool:
+    """The daemon has no port: ask the webserver whether its sensor daemon heartbeats."""
+    query = "{ instance { daemonHealth { sensorDaemonStatus: daemonStatus(daemonType: " \
+        '"SENSOR") { healthy } } } }'
+    try:
+        r = httpx.post(graphql, json={"query": query}, timeout=3, trust_env=False)
+        status = r.json()["data"]["instance"]["daemonHealth"]["sensorDaemonStatus"]
+    except (httpx.HTTPError, KeyError, TypeError, ValueError):
+        return False
+    return bool(status.get("healthy"))
+
+
+def prepare_dagster_home() -> None:
+    """The instance config lives in the repo; its storage is created before the webserver
+    and the daemon start (both would try at once on a fresh folder)."""
+    shutil.copy(ROOT / "dagster.yaml", DAGSTER_HOME / "dagster.yaml")
+    subprocess.run([ROOT / ".venv/bin/dagster", "instance", "migrate"], check=True,
+                   env={**os.environ, "DAGSTER_HOME": str(DAGSTER_HOME)},
+                   stdout=subprocess.DEVNULL)
+
+
 def port_taken(probe: str) -> bool:
     u = urlsplit(probe)
+    if u.scheme == "dagster-daemon":  # probed through the webserver's port
+        return False
     try:
         with socket.create_connection((u.hostname, u.port), timeout=1):
             return True
@@ -182,6 +221,7 @@ def wait_healthy(prog: Program, ours: bool) -> None:
 def up() -> None:
     for folder in FOLDERS:
         folder.mkdir(parents=True, exist_ok=True)
+    prepare_dagster_home()
     start_supervisord()
     ours: dict[str, bool] = {}  # program -> whether supervisord runs it (vs. someone else)
     for prog in PROGRAMS:
