@@ -52,6 +52,21 @@ class Settings(BaseSettings):
     retrain_max_age_hours: float = Field(
         168, gt=0, description="The schedule retrains models older than this."
     )
+    serve_host: str = Field("127.0.0.1", description="Ray Serve HTTP address.")
+    serve_port: int = Field(8000, description="Ray Serve HTTP port.")
+    serve_replicas: int = Field(1, ge=1, description="Predictor replicas.")
+    cache_capacity: int = Field(50, ge=1, description="Models kept per replica.")
+    cache_ttl_s: float = Field(7200, gt=0, description="A cached model is reloaded after this.")
+    cache_max_bytes: int = Field(0, ge=0, description="Memory budget of the cache (0: none).")
+    negative_cache_ttl_s: float = Field(
+        30, ge=0, description="How long 'this series has no model' is remembered."
+    )
+    breaker_failures: int = Field(3, ge=1, description="Registry failures that open the breaker.")
+    breaker_reset_s: float = Field(30, gt=0, description="Open breaker waits this long.")
+    registry_timeout_s: float = Field(2, gt=0, description="Timeout of one registry call.")
+    model_dir: str = Field("", description="Local model copies; default STATE_DIR/models.")
+    warmup_models: int = Field(20, ge=0, description="Models loaded when a replica starts.")
+
     training_retries: int = Field(
         3, ge=0, description="Retries of a training step after a transient error (MLflow down)."
     )
@@ -63,6 +78,10 @@ class Settings(BaseSettings):
     @property
     def resolved_job_store_url(self) -> str:
         return self.job_store_url or f"sqlite:///{self.resolved_state_dir / 'jobs.db'}"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return Path(self.model_dir) if self.model_dir else self.resolved_state_dir / "models"
 
     @property
     def resolved_data_root(self) -> str:

@@ -6,6 +6,7 @@ reads the body.
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from core.contracts import JobMessage, JobStatus, utcnow
@@ -15,6 +16,9 @@ from core.storage import TrainingDataStore, to_frame
 from core.topology import job_routing_key
 from training_api.body import parse_fit_body
 from core.jobstore import DuplicateJob, Job, JobStore
+
+
+log = logging.getLogger(__name__)
 
 
 def check_idempotency_key(key: str | None) -> str | None:
@@ -74,6 +78,15 @@ class FitService:
             self._data.delete(uri)  # no data without a job
             raise
         return job, False
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job and delete its data, so no later training window sees it."""
+        job = self._jobs.cancel(job_id)
+        try:
+            self._data.delete(job.data_uri)
+        except Exception:  # the job is cancelled either way; a stray file is only space
+            log.exception("could not delete the data of cancelled job %s", job_id)
+        return job
 
     def _existing(self, series_id: str, sha: str, key: str | None) -> Job | None:
         if key is not None:

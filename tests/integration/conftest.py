@@ -113,6 +113,8 @@ def pipeline_env(rabbitmq: RabbitMQ, mlflow_server: MlflowServer, state_dir: Pat
         "RABBITMQ_URL": rabbitmq.url,
         "MLFLOW_TRACKING_URI": mlflow_server.url,
         "SENSOR_INTERVAL_S": "1",
+        # ~60 s of backoff: an MLflow restart on a busy machine fits inside it
+        "TRAINING_RETRIES": "5",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
 

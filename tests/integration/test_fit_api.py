@@ -215,8 +215,11 @@ def test_cancel_while_queued_only(client, series_id):
     job_id = client.post(f"/fit/{series_id}", json={"training_data": make_series()}).json()[
         "job_id"
     ]
+    data_file = Path(client.get(f"/jobs/{job_id}").json()["data_uri"].removeprefix("file://"))
+    assert data_file.exists()
     r = client.delete(f"/jobs/{job_id}")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert not data_file.exists()  # no later training window sees cancelled data
     assert r.json()["finished_at"] is not None
     again = client.delete(f"/jobs/{job_id}")
     assert again.status_code == 409 and error_of(again)["code"] == "JOB_NOT_CANCELLABLE"

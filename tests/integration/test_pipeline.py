@@ -206,7 +206,7 @@ def test_mlflow_down_for_good_fails_the_job_with_a_reason(client, dagster, mlflo
     assert job["status"] == "failed"
     assert job["error"]["code"] == "REGISTRY_UNAVAILABLE"
     assert "MLflow unreachable" in job["error"]["message"]
-    assert elapsed < 180  # retried with backoff, then gave up: no hang
+    assert elapsed < 200  # retried with backoff for about a minute, then gave up: no hang
 
 
 LAUNCH = """

@@ -39,4 +39,4 @@ async def list_jobs(
 
 @router.delete("/{job_id}", response_model=JobView, responses=errors(404, 409))
 async def cancel_job(job_id: str, services: ServicesDep) -> JobView:
-    return JobView.of(await run_in_threadpool(services.jobs.cancel, job_id))
+    return JobView.of(await run_in_threadpool(services.fits.cancel, job_id))
