@@ -64,8 +64,8 @@ class _Flight(Generic[V]):
 
 
 class AsyncModelCache(Generic[V]):
-    """`on_evict(key, value)` runs whenever a kept value leaves: evicted, expired,
-    invalidated or replaced by a refresh."""
+    """LRU of loaded values; `on_evict(key, value)` runs whenever a kept value leaves
+    (evicted, expired, invalidated or replaced by a refresh)."""
 
     def __init__(
         self,
@@ -80,7 +80,8 @@ class AsyncModelCache(Generic[V]):
         on_evict: Callable[[str, V], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if capacity < 1 or ttl_s <= 0 or negative_ttl_s < 0 or (max_bytes or 1) < 1:
+        budget_ok = max_bytes is None or max_bytes > 0
+        if capacity < 1 or ttl_s <= 0 or negative_ttl_s < 0 or not budget_ok:
             raise ValueError("need capacity >= 1, ttl_s > 0, negative_ttl_s >= 0, max_bytes > 0")
         self._loader, self._capacity, self._ttl_s = loader, capacity, ttl_s
         self._max_bytes, self._size_of = max_bytes, size_of
@@ -121,17 +122,16 @@ class AsyncModelCache(Generic[V]):
     ) -> dict[str, BaseException | None]:
         """Load `keys` (outside the hit/miss figures); a failure is reported, not raised."""
         limit = asyncio.Semaphore(concurrency)
-        results: dict[str, BaseException | None] = {}
+        results: dict[str, BaseException | None] = dict.fromkeys(keys)
 
         async def one(key: str) -> None:
             async with limit:
                 try:
                     await self._get(key, record=False)
-                    results[key] = None
                 except Exception as exc:  # reported per key to the caller
                     results[key] = exc
 
-        await asyncio.gather(*(one(key) for key in dict.fromkeys(keys)))
+        await asyncio.gather(*(one(key) for key in results))
         return results
 
     def keys(self) -> list[str]:

@@ -14,14 +14,14 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
+from core.http import UnhandledErrors, install_error_handlers
+from core.jobstore import JobStore
 from core.logs import configure_logging
 from core.publisher import Publisher
 from core.settings import Settings
 from core.storage import data_store
 from training_api.deps import Services
-from training_api.errors import UnhandledErrors, install_error_handlers
 from training_api.fits import FitService
-from core.jobstore import JobStore
 from training_api.metrics import ApiMetrics
 from training_api.ratelimit import FitRateLimiter
 from training_api.relay import OutboxRelay

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ import simdjson
 from pydantic import ValidationError
 
 from core.contracts import JobMetadata, TrainingConfig
-from core.errors import InvalidInput, InvalidTimestamp, MalformedBody, PayloadTooLarge
+from core.errors import InvalidInput, InvalidTimestamp, MalformedBody
 from core.validation import validate_training_data
 
 _parsers = threading.local()  # a simdjson parser holds one document at a time
@@ -34,28 +33,6 @@ class FitBody:
     values: np.ndarray
     config: TrainingConfig
     metadata: JobMetadata
-
-
-async def read_limited(
-    chunks: AsyncIterator[bytes], content_length: str | None, limit: int
-) -> bytes:
-    """Read at most `limit` bytes; refuse larger bodies before reading them when announced."""
-    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
-        raise _too_large(int(content_length), limit)
-    body = bytearray()
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(None, limit)
-    return bytes(body)
-
-
-def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
-    got = f"{size} bytes" if size is not None else "more"
-    return PayloadTooLarge(
-        f"request body is {got}; the limit is {limit} bytes (about {limit // 30} points)",
-        details=[{"limit_bytes": limit, **({"size_bytes": size} if size is not None else {})}],
-    )
 
 
 def parse_fit_body(raw: bytes) -> FitBody:

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from core.jobstore import JobStore
 from core.publisher import Publisher
 from core.settings import Settings
 from training_api.fits import FitService
-from core.jobstore import JobStore
 from training_api.metrics import ApiMetrics
 from training_api.ratelimit import FitRateLimiter
 from training_api.relay import OutboxRelay

@@ -12,11 +12,10 @@ import uuid
 from core.contracts import JobMessage, JobStatus, utcnow
 from core.errors import IdempotencyKeyReused, InvalidInput
 from core.hashing import data_sha256
+from core.jobstore import DuplicateJob, Job, JobStore
 from core.storage import TrainingDataStore, to_frame
 from core.topology import job_routing_key
 from training_api.body import parse_fit_body
-from core.jobstore import DuplicateJob, Job, JobStore
-
 
 log = logging.getLogger(__name__)
 

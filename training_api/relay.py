@@ -13,8 +13,8 @@ import logging
 
 from anyio import to_thread
 
-from core.publisher import Publisher
 from core.jobstore import JobStore
+from core.publisher import Publisher
 
 log = logging.getLogger(__name__)
 

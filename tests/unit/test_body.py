@@ -14,7 +14,8 @@ from core.errors import (
     NonFiniteValue,
     PayloadTooLarge,
 )
-from training_api.body import parse_fit_body, read_limited
+from core.http import read_limited
+from training_api.body import parse_fit_body
 
 N = 10_000
 

@@ -112,10 +112,11 @@ async def test_only_one_trial_goes_through_under_concurrency(breaker, registry, 
     registry.gate = asyncio.Event()
     trial = asyncio.create_task(breaker.call(registry.load))
     await settle()
-    others = await asyncio.gather(
-        *(breaker.call(registry.load) for _ in range(20)), return_exceptions=True
-    )
-    assert all(isinstance(e, CircuitOpenError) and e.retry_after_s == 0.0 for e in others)
+    others = [asyncio.create_task(breaker.call(registry.load)) for _ in range(20)]
+    await settle()
+    assert all(t.done() for t in others)  # failed fast, did not queue behind the trial
+    errors = [t.exception() for t in others]
+    assert all(isinstance(e, CircuitOpenError) and e.retry_after_s == 0.0 for e in errors)
     assert registry.calls == 4  # three failures, then the trial alone
     registry.gate.set()
     assert await trial == "model"
@@ -187,14 +188,26 @@ async def test_cancelled_trial_frees_the_slot(breaker, registry, clock):
     assert breaker.state == "closed"
 
 
-async def test_late_result_of_a_call_started_before_opening_does_not_move_the_state(
-    breaker, registry
+async def test_late_results_of_calls_started_before_opening_do_not_move_the_state(
+    breaker, registry, clock
 ):
-    registry.gate = gate = asyncio.Event()
-    slow = asyncio.create_task(breaker.call(registry.load))
+    gate = asyncio.Event()
+
+    async def slow(fails: bool) -> str:
+        await gate.wait()
+        if fails:
+            raise ConnectionError("timed out")
+        return "model"
+
+    late = [asyncio.create_task(breaker.call(slow, fails)) for fails in (False, True)]
     await settle()
-    registry.gate = None
     await fail(breaker, registry, 3)
+    clock.now += 10
     gate.set()
-    assert await slow == "model"
-    assert breaker.state == "open"  # only the half-open trial may close it
+    results = await asyncio.gather(*late, return_exceptions=True)
+    assert results[0] == "model" and isinstance(results[1], ConnectionError)
+    assert breaker.state == "open"  # the success did not close it: only the trial may
+    stats = breaker.stats()
+    assert stats.opened_count == 1 and stats.total_failures == 4
+    clock.now += 20  # the late failure did not extend the open period
+    assert breaker.state == "half_open"

@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from core.contracts import FitRequest
 from core.errors import PlatformError, UnsupportedMediaType
+from core.http import read_limited
 from core.naming import require_series_id
-from training_api.body import read_limited
 from training_api.deps import ServicesDep
 from training_api.fits import check_idempotency_key
 from training_api.routes import errors

@@ -1,8 +1,10 @@
-"""One table that turns every failure into the design's error body."""
+"""HTTP plumbing shared by the training API and serving: one table that turns every failure
+into the design's error body (needs the api or serving extra: FastAPI)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from asgi_correlation_id import correlation_id
@@ -14,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.contracts import ErrorBody, ErrorInfo, ErrorMetadata
-from core.errors import ErrorCode, PlatformError
+from core.errors import ErrorCode, PayloadTooLarge, PlatformError
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +91,25 @@ class UnhandledErrors:
                 raise
             response = error_response(500, ErrorCode.INTERNAL_ERROR, "internal error")
             await response(scope, receive, send)
+
+
+async def read_limited(
+    chunks: AsyncIterator[bytes], content_length: str | None, limit: int
+) -> bytes:
+    """Read at most `limit` bytes; refuse larger bodies before reading them when announced."""
+    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+        raise _too_large(int(content_length), limit)
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(None, limit)
+    return bytes(body)
+
+
+def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
+    got = f"{size} bytes" if size is not None else "more"
+    return PayloadTooLarge(
+        f"request body is {got}; the limit is {limit} bytes",
+        details=[{"limit_bytes": limit, **({"size_bytes": size} if size is not None else {})}],
+    )
