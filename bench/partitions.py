@@ -245,13 +245,13 @@ class Bench:
     def start(self) -> None:
         self.broker.start()
         self.api.start()
-        # Only the webserver: the sensor is evaluated here, and no run may be launched.
-        self.dagster.webserver.start()
-        wait_until(self._webserver_loaded, 180, "dagster-webserver and its code location")
         os.environ["DAGSTER_HOME"] = str(self.dagster.home)
         import dagster as dg
 
-        self.instance = dg.DagsterInstance.get()
+        self.instance = dg.DagsterInstance.get()  # creates the storage before the webserver
+        # Only the webserver: the sensor is evaluated here, and no run may be launched.
+        self.dagster.webserver.start()
+        wait_until(self._webserver_loaded, 180, "dagster-webserver and its code location")
         for name in (
             "get_existing_dynamic_partitions",
             "has_dynamic_partition",

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     model_dir: str = Field("", description="Local model copies; default STATE_DIR/models.")
     warmup_models: int = Field(20, ge=0, description="Models loaded when a replica starts.")
 
+    retrain_max_series: int = Field(
+        300_000, ge=1, description="Series the schedule retrains per tick at most."
+    )
     training_retries: int = Field(
         3, ge=0, description="Retries of a training step after a transient error (MLflow down)."
     )

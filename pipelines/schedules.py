@@ -15,8 +15,6 @@ from core.settings import get_settings
 from pipelines.jobs import train_models_job
 from pipelines.resources import JobStoreResource
 
-MAX_SERIES_PER_TICK = 50_000
-
 
 @dg.schedule(
     job=train_models_job,
@@ -28,7 +26,7 @@ MAX_SERIES_PER_TICK = 50_000
 def retrain_models(context: dg.ScheduleEvaluationContext, jobs: JobStoreResource):
     settings = get_settings()
     cutoff = utcnow() - timedelta(hours=settings.retrain_max_age_hours)
-    stale = jobs.store.stale_series(cutoff, MAX_SERIES_PER_TICK)
+    stale = jobs.store.stale_series(cutoff, settings.retrain_max_series)
     if not stale:
         return dg.SkipReason("no stale model")
     tick = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")

@@ -94,7 +94,26 @@ class TickPlan:
                 fresh.append(message)
             for d in copies[job_id]:
                 d.outcome, d.reason = outcome, reason
+        if fresh and self._training_run_pending():
+            return  # fresh jobs wait in the queue: the next run takes a bigger batch
         self._plan_fresh(fresh)
+
+    def _training_run_pending(self) -> bool:
+        """A training run that has not started yet (queued, or paying its start-up).
+
+        Requesting another one now would only queue a small batch behind it; leaving the
+        messages in RabbitMQ lets batches grow with the backlog instead."""
+        pending = [
+            dg.DagsterRunStatus.QUEUED,
+            dg.DagsterRunStatus.NOT_STARTED,
+            dg.DagsterRunStatus.STARTING,
+        ]
+        return (
+            self.instance.get_runs_count(
+                dg.RunsFilter(job_name=train_models_job.name, statuses=pending)
+            )
+            > 0
+        )
 
     def _plan_fresh(self, fresh: list[JobMessage]) -> None:
         fresh.sort(key=lambda m: m.metadata.priority != Priority.HIGH)  # high ones first

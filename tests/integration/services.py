@@ -325,3 +325,37 @@ class Dagster:
     def stop(self) -> None:
         self.daemon.stop()
         self.webserver.stop()
+
+
+class RayServe(Process):
+    """`serve run` of serving/serve_config.yaml on its own local Ray, on another port."""
+
+    def __init__(self, base: Path, port: int, env: dict[str, str]) -> None:
+        import yaml
+
+        config = yaml.safe_load((REPO / "serving" / "serve_config.yaml").read_text())
+        config["http_options"]["port"] = port
+        base.mkdir(parents=True, exist_ok=True)
+        path = base / "serve_config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        serve = str(Path(sys.executable).with_name("serve"))
+        super().__init__("serve", [serve, "run", str(path)], base,
+                         {"RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0", **env})
+
+    def start(self) -> None:
+        super().start()
+        try:
+            wait_until(lambda: self._alive() and _http_ok(f"{self.url}/readiness"), 180,
+                       "Ray Serve")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.log_tail(60)}") from None
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"serve run exited:\n{self.log_tail(60)}")
+        return True
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> None:
+        super().stop(sig, timeout)  # SIGINT: serve run shuts Serve and its Ray down
