@@ -93,7 +93,8 @@ class Registry:
                 "alias lookup", self.client.get_model_version_by_alias, name, PRODUCTION_ALIAS
             )
         except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            # no such model, or a model without the alias (MLflow says "invalid parameter")
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
             raise
         return RegisteredVersion(name, int(mv.version), mv.run_id, dict(mv.tags))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from anyio import to_thread
 
-from core.errors import ModelNotFound, RegistryUnavailable
+from core.errors import ModelCheckFailed, ModelNotFound, RegistryUnavailable
 from core.naming import require_series_id
 from core.settings import Settings
 from serving.breaker import AsyncCircuitBreaker, CircuitOpenError
@@ -92,7 +92,7 @@ class PredictionService:
         started = time.perf_counter()
         try:
             loaded = await self.breaker.call(self._from_registry, series_id, version)
-        except (RegistryUnavailable, CircuitOpenError, TimeoutError) as exc:
+        except (RegistryUnavailable, CircuitOpenError, TimeoutError, ModelCheckFailed) as exc:
             local = await to_thread.run_sync(self.loader.load_local, series_id, version)
             if local is None:
                 raise RegistryUnavailable(
