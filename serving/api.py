@@ -1,8 +1,9 @@
 """The serving HTTP API (FastAPI), mounted by the Ray Serve deployment or by bare uvicorn.
 
-Routes reach the replica's PredictionService through `app.state.service`, set by whoever
-runs the app. Responses are serialised with orjson, numpy arrays included, and per-point
-batch results come back in the form the points were sent in.
+Routes reach this process's PredictionService through `bind_service`: a module global,
+because Ray Serve serves a copy of the FastAPI app (so `app.state` set on ours is not
+seen) and each replica is its own process. Responses are serialised with orjson, numpy
+arrays included, and per-point batch results come back in the form the points came in.
 """
 
 from __future__ import annotations
@@ -141,8 +142,18 @@ def create_app(registry: CollectorRegistry) -> FastAPI:
     return app
 
 
-def _service(request: Request) -> PredictionService:
-    return request.app.state.service
+_service_of_this_process: PredictionService | None = None
+
+
+def bind_service(service: PredictionService) -> None:
+    global _service_of_this_process
+    _service_of_this_process = service
+
+
+def _service(_: Request) -> PredictionService:
+    if _service_of_this_process is None:
+        raise RuntimeError("the prediction service is not started yet")
+    return _service_of_this_process
 
 
 async def _points(request: Request) -> Points:

@@ -14,7 +14,7 @@ app, _registry = new_app()
 
 @contextlib.asynccontextmanager
 async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
-    service = attach_service(app, _registry, get_settings())
+    service = attach_service(_registry, get_settings())
     tasks = start_background(service)
     try:
         yield

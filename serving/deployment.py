@@ -13,7 +13,7 @@ ingress, metrics_registry = new_app()
 @serve.ingress(ingress)
 class Predictor:
     async def __init__(self) -> None:
-        self.service = attach_service(ingress, metrics_registry, get_settings())
+        self.service = attach_service(metrics_registry, get_settings())
         self.tasks = start_background(self.service)
 
     async def check_health(self) -> None:

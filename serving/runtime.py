@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from core.logs import configure_logging
 from core.settings import Settings
-from serving.api import create_app
+from serving.api import bind_service, create_app
 from serving.freshness import follow_completions
 from serving.loader import ModelLoader
 from serving.metrics import ServingMetrics
@@ -30,15 +30,14 @@ def new_app() -> tuple[FastAPI, CollectorRegistry]:
     return create_app(registry), registry
 
 
-def attach_service(app: FastAPI, registry: CollectorRegistry,
-                   settings: Settings) -> PredictionService:
+def attach_service(registry: CollectorRegistry, settings: Settings) -> PredictionService:
     from asgi_correlation_id import CorrelationIdFilter
 
     configure_logging(settings.log_level, [CorrelationIdFilter()])
     loader = ModelLoader(settings.mlflow_tracking_uri, settings.resolved_model_dir,
                          timeout_s=settings.registry_timeout_s)
     service = PredictionService(settings, loader, ServingMetrics(registry))
-    app.state.service = service
+    bind_service(service)
     return service
 
 
