@@ -72,6 +72,12 @@ PROGRAMS = [
         "Dagster daemon       sensors, schedule and run queue (see Deployment > Daemons)",
         needs=("dagster-webserver",),
     ),
+    Program(
+        "serve",
+        "http://127.0.0.1:8000/readiness",
+        "Ray Serve            http://127.0.0.1:8000/docs  (dashboard http://127.0.0.1:8265)",
+        needs=("rabbitmq", "mlflow"),
+    ),
 ]
 BY_NAME = {p.name: p for p in PROGRAMS}
 

@@ -342,9 +342,11 @@ class RayServe(Process):
         self.url = f"http://127.0.0.1:{port}"
         serve = str(Path(sys.executable).with_name("serve"))
         super().__init__("serve", [serve, "run", str(path)], base,
-                         {"RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0", **env})
+                         {"RAY_USAGE_STATS_ENABLED": "0", **env})
 
     def start(self) -> None:
+        # Its own local Ray: never join a cluster named by the environment.
+        os.environ.pop("RAY_ADDRESS", None)
         super().start()
         try:
             wait_until(lambda: self._alive() and _http_ok(f"{self.url}/readiness"), 180,
