@@ -17,11 +17,12 @@ from tests.integration.services import (
     MotoS3,
     PostgreSQL,
     RabbitMQ,
+    RayServe,
     TrainingApi,
 )
 
 AMQP_PORT, MGMT_PORT, API_PORT, PG_PORT, S3_PORT = 5682, 15682, 8040, 5442, 5055
-MLFLOW_PORT, DAGSTER_PORT = 5010, 3010
+MLFLOW_PORT, DAGSTER_PORT, SERVE_PORT = 5010, 3010, 8010
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +129,23 @@ def dagster(pipeline_env: dict, api: TrainingApi,
         yield instance
     finally:
         instance.stop()
+
+
+@pytest.fixture(scope="session")
+def serve(rabbitmq: RabbitMQ, mlflow_server: MlflowServer,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayServe]:
+    """Ray Serve with a short breaker reset, so recovery is seen within a test."""
+    base = tmp_path_factory.mktemp("serve")
+    server = RayServe(base, SERVE_PORT, {
+        "STATE_DIR": str(base),
+        "RABBITMQ_URL": rabbitmq.url,
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "BREAKER_RESET_S": "5",
+        "WARMUP_MODELS": "5",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    })
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
