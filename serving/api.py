@@ -135,9 +135,12 @@ def create_app(registry: CollectorRegistry) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
+        # Two registries: the request metrics live with this app object (Ray Serve ships
+        # a copy of it to the replica), the model server's with the replica's service.
         service = _service(request)
         service.metrics.sync_cache(service.cache.stats())
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(registry) + generate_latest(service.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app
 

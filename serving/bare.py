@@ -9,12 +9,12 @@ from fastapi import FastAPI
 from core.settings import get_settings
 from serving.runtime import attach_service, new_app, start_background, stop_background
 
-app, _registry = new_app()
+app = new_app()
 
 
 @contextlib.asynccontextmanager
 async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
-    service = attach_service(_registry, get_settings())
+    service = attach_service(get_settings())
     tasks = start_background(service)
     try:
         yield

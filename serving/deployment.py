@@ -6,14 +6,14 @@ from ray import serve
 from core.settings import get_settings
 from serving.runtime import attach_service, new_app, start_background, stop_background
 
-ingress, metrics_registry = new_app()
+ingress = new_app()
 
 
 @serve.deployment(name="Predictor")
 @serve.ingress(ingress)
 class Predictor:
     async def __init__(self) -> None:
-        self.service = attach_service(metrics_registry, get_settings())
+        self.service = attach_service(get_settings())
         self.tasks = start_background(self.service)
 
     async def check_health(self) -> None:

@@ -24,19 +24,18 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 15.0
 
 
-def new_app() -> tuple[FastAPI, CollectorRegistry]:
-    """The routes and the metrics registry of this process (one per replica process)."""
-    registry = CollectorRegistry()
-    return create_app(registry), registry
+def new_app() -> FastAPI:
+    """The routes, with the request metrics' registry."""
+    return create_app(CollectorRegistry())
 
 
-def attach_service(registry: CollectorRegistry, settings: Settings) -> PredictionService:
+def attach_service(settings: Settings) -> PredictionService:
     from asgi_correlation_id import CorrelationIdFilter
 
     configure_logging(settings.log_level, [CorrelationIdFilter()])
     loader = ModelLoader(settings.mlflow_tracking_uri, settings.resolved_model_dir,
                          timeout_s=settings.registry_timeout_s)
-    service = PredictionService(settings, loader, ServingMetrics(registry))
+    service = PredictionService(settings, loader, ServingMetrics(CollectorRegistry()))
     bind_service(service)
     return service
 

@@ -85,6 +85,10 @@ def test_single_batch_versions_and_errors(http, mlflow_server, series_id):
     assert (missing_version.status_code, missing_version.json()["error"]["code"]) == (
         404, "INVALID_VERSION")
     assert predict(http, "a.b", 1.0).json()["error"]["code"] == "INVALID_SERIES_ID"
+    metrics = http.get("/metrics").text  # the replica's own metrics, not only the requests'
+    for name in ("model_load_seconds_count", "registry_breaker_state", "model_cache_hits",
+                 "anomalies_flagged_total", "http_request_duration_seconds_bucket"):
+        assert name in metrics, name
     bad = http.post(f"/predict/{series_id}", json={"timestamp": 1, "value": "x"})
     assert (bad.status_code, bad.json()["error"]["code"]) == (422, "INVALID_INPUT")
 
