@@ -415,7 +415,9 @@ class Bench:
                     job_name="train_models_job",
                     run_id=str(uuid.uuid4()),
                     run_config=request.run_config,
-                    status=DagsterRunStatus.NOT_STARTED,
+                    # started, as a launched run is by the next tick: a pending one makes
+                    # the sensor hold new jobs back for a bigger batch
+                    status=DagsterRunStatus.STARTED,
                     tags={
                         **request.tags,
                         RUN_KEY_TAG: request.run_key,

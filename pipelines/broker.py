@@ -7,6 +7,7 @@ with one connection, so nothing is left open between ticks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Callable, Sequence
@@ -42,6 +43,8 @@ class Broker:
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._publisher: Publisher | None = None
 
     def process(
         self, queues: Sequence[str], limit: int, decide: Callable[[list[Delivery]], None]
@@ -85,16 +88,24 @@ class Broker:
             return deliveries
 
     def publish_event(self, event: TrainingEvent) -> None:
-        key = (
-            completed_key(event.series_id)
-            if event.event == "completed"
-            else failed_key(event.series_id)
-        )
-        asyncio.run(self._publish(key, event.model_dump_json().encode(), str(event.job_id)))
-
-    async def _publish(self, key: str, body: bytes, message_id: str) -> None:
-        publisher = Publisher(self.url, self.timeout_s)
-        try:
-            await publisher.publish(key, body, message_id, mandatory=False)
-        finally:
-            await publisher.close()
+        """Publish with a confirm. A run publishes one event per model, so the connection
+        (and the topology declared with it) is kept for the process on a loop of its own;
+        a connection that went stale while idle is replaced once."""
+        key = completed_key(event.series_id) if event.event == "completed" else failed_key(
+            event.series_id)
+        body, message_id = event.model_dump_json().encode(), str(event.job_id)
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        for attempt in (1, 2):
+            if self._publisher is None:
+                self._publisher = Publisher(self.url, self.timeout_s)
+            try:
+                self._loop.run_until_complete(
+                    self._publisher.publish(key, body, message_id, mandatory=False))
+                return
+            except Exception:
+                stale, self._publisher = self._publisher, None
+                with contextlib.suppress(Exception):
+                    self._loop.run_until_complete(stale.close())
+                if attempt == 2:
+                    raise
