@@ -35,7 +35,7 @@ model's time inside a run (job `started_at` → `finished_at`) beside the plain 
 The last line is one JSON object.
 
     .venv/bin/python bench/training.py [--series 100] [--points 10000] [--rate 0]
-        [--steady-rate 0.47] [--max-jobs-per-run 25] [--sensor-interval 5]
+        [--steady-rate 0.47] [--max-jobs-per-run 25] [--sensor-interval 3]
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ def main() -> None:
         "--steady-rate", type=float, default=0.47, help="second set at this pace; 0: skip it"
     )
     parser.add_argument("--max-jobs-per-run", type=int, default=25, help="MAX_JOBS_PER_RUN")
-    parser.add_argument("--sensor-interval", type=int, default=5, help="SENSOR_INTERVAL_S")
+    parser.add_argument("--sensor-interval", type=int, default=3, help="SENSOR_INTERVAL_S")
     parser.add_argument("--timeout", type=float, default=1800, help="per set of fits, s")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args()

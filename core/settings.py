@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     outbox_batch: int = Field(200, ge=1, description="Outbox rows published per batch.")
     log_level: str = Field("INFO", description="Log level of every process.")
 
-    sensor_interval_s: int = Field(5, ge=1, description="Queue sensor tick interval.")
+    sensor_interval_s: int = Field(3, ge=1, description="Queue sensor tick interval.")
     sensor_max_messages: int = Field(200, ge=1, description="Messages read per sensor tick.")
     max_jobs_per_run: int = Field(
         25, ge=1, le=500, description="Jobs trained by one Dagster run (1: a run per job)."
