@@ -95,7 +95,9 @@ class TickPlan:
             for d in copies[job_id]:
                 d.outcome, d.reason = outcome, reason
         if fresh and self._training_run_pending():
-            return  # fresh jobs wait in the queue: the next run takes a bigger batch
+            # The others wait in the queue, so the next run takes a bigger batch; a
+            # high-priority job does not wait for that.
+            fresh = [m for m in fresh if m.metadata.priority == Priority.HIGH]
         self._plan_fresh(fresh)
 
     def _training_run_pending(self) -> bool:
