@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -21,8 +22,12 @@ from tests.integration.services import (
     TrainingApi,
 )
 
-AMQP_PORT, MGMT_PORT, API_PORT, PG_PORT, S3_PORT = 5682, 15682, 8040, 5442, 5055
-MLFLOW_PORT, DAGSTER_PORT, SERVE_PORT = 5010, 3010, 8010
+# ADP_TEST_PORT_OFFSET lets two test sessions share a machine (e.g. two checkouts).
+_OFFSET = int(os.environ.get("ADP_TEST_PORT_OFFSET", "0"))
+AMQP_PORT, MGMT_PORT, API_PORT, PG_PORT, S3_PORT = (
+    p + _OFFSET for p in (5682, 15682, 8040, 5442, 5055)
+)
+MLFLOW_PORT, DAGSTER_PORT, SERVE_PORT = (p + _OFFSET for p in (5010, 3010, 8010))
 
 pytestmark = pytest.mark.integration
 
