@@ -320,7 +320,7 @@ def main() -> None:
     parser.add_argument(
         "--steady-rate", type=float, default=0.47, help="second set at this pace; 0: skip it"
     )
-    parser.add_argument("--max-jobs-per-run", type=int, default=25, help="MAX_JOBS_PER_RUN")
+    parser.add_argument("--max-jobs-per-run", type=int, default=50, help="MAX_JOBS_PER_RUN")
     parser.add_argument("--sensor-interval", type=int, default=3, help="SENSOR_INTERVAL_S")
     parser.add_argument("--timeout", type=float, default=1800, help="per set of fits, s")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")

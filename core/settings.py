@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     sensor_interval_s: int = Field(3, ge=1, description="Queue sensor tick interval.")
     sensor_max_messages: int = Field(200, ge=1, description="Messages read per sensor tick.")
     max_jobs_per_run: int = Field(
-        25, ge=1, le=500, description="Jobs trained by one Dagster run (1: a run per job)."
+        50, ge=1, le=500, description="Jobs trained by one Dagster run (1: a run per job)."
+    )
+    training_threads: int = Field(
+        3, ge=1, le=32, description="Series a training run trains at once (threads)."
     )
     model_retention: int = Field(10, ge=1, description="Model versions kept per series.")
     retrain_cron: str = Field("0 3 * * 0", description="When the retraining schedule runs.")

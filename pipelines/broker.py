@@ -91,8 +91,11 @@ class Broker:
         """Publish with a confirm. A run publishes one event per model, so the connection
         (and the topology declared with it) is kept for the process on a loop of its own;
         a connection that went stale while idle is replaced once."""
-        key = completed_key(event.series_id) if event.event == "completed" else failed_key(
-            event.series_id)
+        key = (
+            completed_key(event.series_id)
+            if event.event == "completed"
+            else failed_key(event.series_id)
+        )
         body, message_id = event.model_dump_json().encode(), str(event.job_id)
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
@@ -101,7 +104,8 @@ class Broker:
                 self._publisher = Publisher(self.url, self.timeout_s)
             try:
                 self._loop.run_until_complete(
-                    self._publisher.publish(key, body, message_id, mandatory=False))
+                    self._publisher.publish(key, body, message_id, mandatory=False)
+                )
                 return
             except Exception:
                 stale, self._publisher = self._publisher, None

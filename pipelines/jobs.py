@@ -3,8 +3,12 @@
 `train_models` trains a batch of API jobs (or stale series) in one run: starting a run
 costs seconds of imports, so one run per model cannot keep up with the fleet (see
 docs/scaling.md). Each model is still its own MLflow run, registered version, job-row
-update, event and `anomaly_model` partition materialization with its checks.
+update, event and `anomaly_model` partition materialization with its checks. Series are
+trained on `TRAINING_THREADS` threads: most of a model's time is waiting for MLflow.
 """
+
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 
 import dagster as dg
 from pydantic import Field
@@ -12,6 +16,8 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from core.contracts import TrainingConfig
 from core.errors import RegistryUnavailable
+from core.jobstore import Job as JobRow
+from core.jobstore import JobStore
 from core.settings import get_settings
 from pipelines import lifecycle
 from pipelines.assets import MODEL_KEY, anomaly_model, materialization_metadata
@@ -21,7 +27,7 @@ from pipelines.resources import (
     MlflowResource,
     TrainingDataResource,
 )
-from pipelines.training import train_series
+from pipelines.training import Trained, train_series
 
 JOB_IDS_TAG = "adp/job_ids"
 PRIORITY_TAG = "adp/priority"
@@ -46,6 +52,42 @@ def _with_retries(fn):
     )(fn)
 
 
+@dataclass
+class _Outcome:
+    series_id: str
+    job: JobRow | None
+    algorithm: str = ""
+    trained: Trained | None = None
+    error: Exception | None = None
+    skipped: str = ""  # the status that made a job not trainable any more
+
+
+def _train_series_jobs(
+    series_id: str, jobs: list[JobRow | None], store: JobStore, data, registry, run_id: str
+) -> list[_Outcome]:
+    """One series' jobs, in order (never two of a series at once: versions must not race)."""
+    train = _with_retries(train_series)
+    outcomes = []
+    for job in jobs:
+        if job is not None and not store.mark_running(job.job_id, run_id):
+            outcomes.append(_Outcome(series_id, job, skipped=store.get(job.job_id).status))
+            continue
+        if job is not None:
+            cfg = TrainingConfig.model_validate(job.config)
+        else:
+            latest = store.latest_for_series(series_id)
+            cfg = TrainingConfig.model_validate(latest.config) if latest else TrainingConfig()
+        outcome = _Outcome(series_id, job, cfg.algorithm.value)
+        try:
+            outcome.trained = train(
+                series_id, cfg, data, registry, job.job_id if job else None, run_id
+            )
+        except Exception as exc:  # one bad series must not stop the batch
+            outcome.error = exc
+        outcomes.append(outcome)
+    return outcomes
+
+
 @dg.op(description="Train, register and promote one model per job or series.")
 def train_models(
     context: dg.OpExecutionContext,
@@ -57,63 +99,69 @@ def train_models(
 ) -> None:
     store, events = jobs.store, broker.broker
     rows = store.get_many(config.job_ids)
-    work = [(rows[j].series_id, rows[j]) for j in config.job_ids if j in rows]
-    work += [(s, None) for s in config.series_ids]
+    work: dict[str, list[JobRow | None]] = {}
+    for job_id in config.job_ids:
+        if job_id in rows:
+            work.setdefault(rows[job_id].series_id, []).append(rows[job_id])
+    for series_id in config.series_ids:
+        work.setdefault(series_id, []).append(None)
+    # Threads overlap one model's MLflow round trips with another's CPU work; Dagster
+    # events and job-row outcomes are written here, on the op's own thread.
     failures = []
-    train = _with_retries(train_series)
-    for series_id, job in work:
-        if job is not None and not store.mark_running(job.job_id, context.run_id):
-            context.log.info("job %s is %s; skipped", job.job_id, store.get(job.job_id).status)
-            continue
-        if job is not None:
-            cfg = TrainingConfig.model_validate(job.config)
-        else:
-            latest = store.latest_for_series(series_id)
-            cfg = TrainingConfig.model_validate(latest.config) if latest else TrainingConfig()
-        try:
-            trained = train(
-                series_id,
-                cfg,
-                data.store,
-                mlflow.registry,
-                job.job_id if job else None,
-                context.run_id,
+    threads = min(get_settings().training_threads, max(len(work), 1))
+    with ThreadPoolExecutor(threads, thread_name_prefix="train") as pool:
+        futures = [
+            pool.submit(
+                _train_series_jobs, s, js, store, data.store, mlflow.registry, context.run_id
             )
-        except Exception as exc:  # one bad series must not stop the batch
-            code = lifecycle.error_code(exc)
-            context.log.error(f"{series_id}: training failed ({code}): {exc}")
-            if job is not None:
-                lifecycle.failed(store, events, [job], code, str(exc))
-            failures.append({"series_id": series_id, "code": code, "reason": str(exc)[:300]})
-            continue
-        lifecycle.succeeded(
-            store, events, job.job_id if job else None, trained, cfg.algorithm.value
-        )
-        context.log_event(
-            dg.AssetMaterialization(
-                asset_key=MODEL_KEY,
-                partition=series_id,
-                metadata={**materialization_metadata(trained), "job_id": job.job_id if job else ""},
-            )
-        )
-        for check in trained.checks:
-            context.log_event(
-                dg.AssetCheckEvaluation(
-                    asset_key=MODEL_KEY,
-                    check_name=check.name,
-                    passed=check.passed,
-                    metadata=check.metadata,
-                    severity=dg.AssetCheckSeverity(check.severity),
-                    description=check.description,
-                    partition=series_id,
-                )
-            )
+            for s, js in work.items()
+        ]
+        for future in as_completed(futures):
+            for outcome in future.result():
+                failure = _report(context, store, events, outcome)
+                if failure:
+                    failures.append(failure)
     if failures:
         raise dg.Failure(
-            f"{len(failures)} of {len(work)} model(s) failed",
+            f"{len(failures)} of {sum(map(len, work.values()))} model(s) failed",
             metadata={"failures": dg.MetadataValue.json(failures)},
             allow_retries=False,
         )
+
+
+def _report(context: dg.OpExecutionContext, store: JobStore, events, o: _Outcome) -> dict | None:
+    job_id = o.job.job_id if o.job else None
+    if o.skipped:
+        context.log.info(f"job {job_id} is {o.skipped}; skipped")
+        return None
+    if o.error is not None:
+        code = lifecycle.error_code(o.error)
+        context.log.error(f"{o.series_id}: training failed ({code}): {o.error}")
+        if o.job is not None:
+            lifecycle.failed(store, events, [o.job], code, str(o.error))
+        return {"series_id": o.series_id, "code": code, "reason": str(o.error)[:300]}
+    trained = o.trained
+    lifecycle.succeeded(store, events, job_id, trained, o.algorithm)
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=MODEL_KEY,
+            partition=o.series_id,
+            metadata={**materialization_metadata(trained), "job_id": job_id or ""},
+        )
+    )
+    for check in trained.checks:
+        context.log_event(
+            dg.AssetCheckEvaluation(
+                asset_key=MODEL_KEY,
+                check_name=check.name,
+                passed=check.passed,
+                metadata=check.metadata,
+                severity=dg.AssetCheckSeverity(check.severity),
+                description=check.description,
+                partition=o.series_id,
+            )
+        )
+    return None
 
 
 @dg.job(

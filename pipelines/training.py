@@ -127,7 +127,7 @@ def train_series(
         registry, version, result.input_example, expected, result.metrics["anomaly_rate"], config
     )
     registry.promote(series_id, version.version)
-    registry.prune(series_id)
+    registry.prune(series_id, newest=version.version)
     return Trained(
         series_id,
         version.version,

@@ -41,7 +41,7 @@ DAGSTER_HOME = STATE / "dagster"
 @dataclass(frozen=True)
 class Program:
     name: str  # the [program:NAME] in stack/supervisord.conf
-    probe: str  # amqp://host:port (AMQP handshake) or an http URL that must answer 200
+    probe: str  # amqp://host:port (AMQP handshake), tcp://host:port or an http URL (200)
     url: str  # what to print once it is up
     needs: tuple[str, ...] = ()  # programs that must be healthy before this one starts
 
@@ -61,10 +61,16 @@ PROGRAMS = [
         needs=("rabbitmq", "mlflow"),
     ),
     Program(
+        "dagster-code",
+        "tcp://127.0.0.1:4000",
+        "Dagster code server  127.0.0.1:4000 (gRPC; restart it after changing pipelines/)",
+        needs=("rabbitmq", "mlflow"),
+    ),
+    Program(
         "dagster-webserver",
         "http://127.0.0.1:3000/server_info",
         "Dagster UI           http://127.0.0.1:3000",
-        needs=("rabbitmq", "mlflow"),
+        needs=("dagster-code",),
     ),
     Program(
         "dagster-daemon",
@@ -98,6 +104,12 @@ def healthy(probe: str) -> bool:
         return amqp_answers(u.hostname or "127.0.0.1", u.port or 5672)
     if u.scheme == "dagster-daemon":
         return daemon_healthy(f"http://{u.netloc}/graphql")
+    if u.scheme == "tcp":
+        try:
+            socket.create_connection((u.hostname or "127.0.0.1", u.port or 0), timeout=3).close()
+            return True
+        except OSError:
+            return False
     try:
         # trust_env=False: an HTTP(S)_PROXY in the environment must not catch loopback calls.
         return httpx.get(probe, timeout=3, trust_env=False).status_code == 200
@@ -125,8 +137,10 @@ def amqp_answers(host: str, port: int) -> bool:
 
 def daemon_healthy(graphql: str) -> bool:
     """The daemon has no port: ask the webserver whether its sensor daemon heartbeats."""
-    query = "{ instance { daemonHealth { sensorDaemonStatus: daemonStatus(daemonType: " \
+    query = (
+        "{ instance { daemonHealth { sensorDaemonStatus: daemonStatus(daemonType: "
         '"SENSOR") { healthy } } } }'
+    )
     try:
         r = httpx.post(graphql, json={"query": query}, timeout=3, trust_env=False)
         status = r.json()["data"]["instance"]["daemonHealth"]["sensorDaemonStatus"]
@@ -139,9 +153,12 @@ def prepare_dagster_home() -> None:
     """The instance config lives in the repo; its storage is created before the webserver
     and the daemon start (both would try at once on a fresh folder)."""
     shutil.copy(ROOT / "dagster.yaml", DAGSTER_HOME / "dagster.yaml")
-    subprocess.run([ROOT / ".venv/bin/dagster", "instance", "migrate"], check=True,
-                   env={**os.environ, "DAGSTER_HOME": str(DAGSTER_HOME)},
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [ROOT / ".venv/bin/dagster", "instance", "migrate"],
+        check=True,
+        env={**os.environ, "DAGSTER_HOME": str(DAGSTER_HOME)},
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def port_taken(probe: str) -> bool:

@@ -272,17 +272,27 @@ class MlflowServer(Process):
 
 
 class Dagster:
-    """A real Dagster instance: daemon and webserver over the repo's workspace.yaml,
-    with DAGSTER_HOME holding a copy of the repo's dagster.yaml."""
+    """A real Dagster instance: the code location's gRPC server (pipelines/code_server.py),
+    the daemon and the webserver, with DAGSTER_HOME holding a copy of the repo's dagster.yaml
+    and a workspace like the repo's pointing at this code server's port (port + 1000)."""
 
     def __init__(self, home: Path, port: int, env: dict[str, str]) -> None:
+        import yaml
+
         home.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-        self.home, self.port = home, port
+        self.home, self.port, self.code_port = home, port, port + 1000
         self.url = f"http://127.0.0.1:{port}"
+        workspace_doc = yaml.safe_load((REPO / "workspace.yaml").read_text())
+        workspace_doc["load_from"][0]["grpc_server"]["port"] = self.code_port
+        (home / "workspace.yaml").write_text(yaml.safe_dump(workspace_doc))
         bindir = Path(sys.executable).parent
         env = {"DAGSTER_HOME": str(home), **env}
-        workspace = ["-w", str(REPO / "workspace.yaml")]
+        workspace = ["-w", str(home / "workspace.yaml")]
+        self.code = Process("dagster-code", [
+            sys.executable, "-m", "pipelines.code_server", "--host", "127.0.0.1",
+            "--port", str(self.code_port),
+        ], home, env)
         self.daemon = Process("dagster-daemon", [str(bindir / "dagster-daemon"), "run",
                                                  *workspace], home, env)
         self.webserver = Process("dagster-webserver", [
@@ -293,6 +303,14 @@ class Dagster:
         # Creating the SQLite storage first: the webserver and the daemon would race to.
         subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
                        env={**os.environ, **self.daemon.env}, check=True, capture_output=True)
+        if port_open(self.code_port):
+            raise RuntimeError(f"port {self.code_port} is taken; stop what uses it")
+        self.code.start()
+        try:
+            wait_until(lambda: self._up(self.code) and port_open(self.code_port), 120,
+                       "Dagster code server")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.code.log_tail()}") from None
         self.webserver.start()
         self.daemon.start()
         try:
@@ -300,10 +318,15 @@ class Dagster:
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n{self.webserver.log_tail()}") from None
 
+    @staticmethod
+    def _up(p: Process) -> bool:
+        if p.proc is not None and p.proc.poll() is not None:
+            raise RuntimeError(f"{p.name} exited:\n{p.log_tail()}")
+        return True
+
     def _loaded(self) -> bool:
-        for p in (self.webserver, self.daemon):
-            if p.proc is not None and p.proc.poll() is not None:
-                raise RuntimeError(f"{p.name} exited:\n{p.log_tail()}")
+        for p in (self.code, self.webserver, self.daemon):
+            self._up(p)
         try:
             data = self.graphql("{ workspaceOrError { ... on Workspace { locationEntries {"
                                 " locationOrLoadError { __typename } } } } }", timeout=3)
@@ -325,6 +348,7 @@ class Dagster:
     def stop(self) -> None:
         self.daemon.stop()
         self.webserver.stop()
+        self.code.stop()
 
 
 class RayServe(Process):
