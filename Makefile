@@ -11,10 +11,10 @@ DEB_PACKAGES := rabbitmq-server postgresql haproxy curl
 # sudo only when we are not root and it exists.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || command -v sudo)
 
-.PHONY: help venv deps up down status test demo bench lint clean
+.PHONY: help venv deps up down status test test-faults demo bench lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 venv: $(VENV_STAMP) ## create/update .venv from uv.lock (all extras)
 
@@ -46,6 +46,9 @@ status: ## what runs and whether it answers
 
 test: deps venv ## run the tests (they start their own services)
 	$(PY) -m pytest -q
+
+test-faults: deps venv ## the fault suite: outages and kills against real services (~10 min)
+	$(PY) -m pytest -q -m faults tests/faults
 
 demo: up ## end-to-end demo against the running stack
 	$(PY) -m scripts.demo
