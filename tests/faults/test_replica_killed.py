@@ -16,6 +16,7 @@ from tests.integration.test_serving import predict, register
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 WARM = 5  # WARMUP_MODELS of the serve fixture
+REPLICA = "ServeReplica:serving:Predictor"
 
 
 def test_a_replica_killed_under_load(serve, mlflow_server, series_id, record):
@@ -41,7 +42,7 @@ def test_a_replica_killed_under_load(serve, mlflow_server, series_id, record):
     for t in threads:
         t.start()
     time.sleep(3)
-    replicas = pids_named("ServeReplica:serving:Predictor")
+    replicas = pids_named(REPLICA, serve.proc.pid)
     assert len(replicas) == 1, replicas
     kill(replicas)
     killed_at = time.monotonic()
@@ -71,7 +72,7 @@ def test_a_replica_killed_under_load(serve, mlflow_server, series_id, record):
     )
     assert not twice
     assert health["models_cached"] >= WARM  # only names[0] is requested: the rest is warm-up
-    assert pids_named("ServeReplica:serving:Predictor") != replicas
+    assert pids_named(REPLICA, serve.proc.pid) != replicas
 
 
 def _status(http: httpx.Client, name: str) -> int:

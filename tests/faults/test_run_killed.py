@@ -30,7 +30,8 @@ def test_a_training_run_killed_mid_run(api, client, dagster, mlflow_server, seri
     statuses = Counter(job["status"] for job in done.values())
     failed = [job for job in done.values() if job["status"] == "failed"]
     runs = {r["run_id"]: r for r in training_runs(dagster)}
-    killed = {job["dagster_run_id"] for job in failed}
+    # the failed jobs name their run (those not started yet have no dagster_run_id)
+    killed = {r for r in runs if any(r in job["error"]["message"] for job in failed)}
     found = versions(mlflow_server.url, series)
     record(
         f"run process killed mid-run: {dict(statuses)} of {len(jobs)} jobs, "
@@ -41,8 +42,7 @@ def test_a_training_run_killed_mid_run(api, client, dagster, mlflow_server, seri
     assert set(statuses) <= {"succeeded", "failed"}
     for job in failed:
         assert job["error"]["code"] == "RUN_FAILED", job
-        assert job["dagster_run_id"] in job["error"]["message"], job
-    assert {runs[r]["status"] for r in killed} == {"FAILURE"}
+    assert len(killed) == 1 and {runs[r]["status"] for r in killed} == {"FAILURE"}
     # a job killed between registering its version and recording it may leave that version
     assert all(len(v) <= 1 for v in found.values())
     assert all(len(found[s]) == 1 for s, j in jobs.items() if done[j]["status"] == "succeeded")

@@ -37,6 +37,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def api_on_small_disk(rabbitmq, small_disk: Path, tmp_path: Path) -> Iterator[TrainingApi]:
+    (tmp_path / "state").mkdir()
     service = TrainingApi(
         tmp_path / "state",
         API_PORT + 1,
@@ -52,8 +53,8 @@ def api_on_small_disk(rabbitmq, small_disk: Path, tmp_path: Path) -> Iterator[Tr
 def test_a_full_or_read_only_data_root_loses_nothing(
     api_on_small_disk, small_disk, series_id, record
 ):
-    def fit() -> httpx.Response:
-        return http.post(f"/fit/{series_id}", json={"training_data": make_series(seed=3)})
+    def fit(seed: int) -> httpx.Response:  # other data each time: an identical fit is deduplicated
+        return http.post(f"/fit/{series_id}", json={"training_data": make_series(seed=seed)})
 
     def counts() -> tuple[int, int, int]:
         jobs = http.get("/jobs", params={"series_id": series_id}).json()["total"]
@@ -65,16 +66,16 @@ def test_a_full_or_read_only_data_root_loses_nothing(
         with filler.open("wb", buffering=0) as f, pytest.raises(OSError):  # to the last byte
             while True:
                 f.write(b"\0" * 65536)
-        full = fit()
+        full = fit(1)
         after_full = counts()
 
         filler.unlink()
-        accepted = fit()
+        accepted = fit(2)
         after_space = counts()
 
         _mount("-o", "remount,ro", str(small_disk))
         try:
-            read_only = fit()
+            read_only = fit(3)
             after_read_only = counts()
         finally:
             _mount("-o", "remount,rw", str(small_disk))

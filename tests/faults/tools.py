@@ -88,9 +88,11 @@ def training_runs(dagster) -> list[dict]:
 
 def children(pid: int) -> list[int]:
     kids = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text()
-        kids += [int(p) for p in text.split()]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            kids += [int(p) for p in (task / "children").read_text().split()]
+    except OSError:  # it ended meanwhile
+        pass
     return kids
 
 
@@ -110,12 +112,18 @@ def run_workers(code_server_pid: int) -> list[int]:
     return workers
 
 
-def pids_named(fragment: str) -> list[int]:
-    return [
-        int(p.name)
-        for p in Path("/proc").iterdir()
-        if p.name.isdigit() and fragment in cmdline(int(p.name))
-    ]
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for kid in children(todo.pop()):
+            found.append(kid)
+            todo.append(kid)
+    return found
+
+
+def pids_named(fragment: str, under: int) -> list[int]:
+    """Processes below `under` (another session's services are not ours to kill)."""
+    return [pid for pid in descendants(under) if fragment in cmdline(pid)]
 
 
 def kill(pids: list[int]) -> None:
