@@ -97,9 +97,14 @@ class ModelRegistry:
             return {}
         names = ", ".join(f"'{model_name(s)}'" for s in series_ids)  # ids are [A-Za-z0-9_]
         found = self._call("listing versions", self._search, f"name IN ({names})") or []
+        # A version found by search carries no aliases; its registered model does.
+        models = self._call("listing models", self.client.search_registered_models,
+                            f"name IN ({names})", len(series_ids)) or []
+        aliases = {m.name: m.aliases or {} for m in models}
         out: dict[str, list[Version]] = {s: [] for s in series_ids}
         for mv in found:
-            out[mv.name.removeprefix("model_od_")].append(_version(mv))
+            held = [a for a, v in aliases.get(mv.name, {}).items() if int(v) == int(mv.version)]
+            out[mv.name.removeprefix("model_od_")].append(_version(mv, held))
         for versions in out.values():
             versions.sort(key=lambda v: -v.version)
         return out
@@ -169,6 +174,7 @@ class ModelRegistry:
                        str(version), key, value)
 
 
-def _version(mv: Any) -> Version:
-    return Version(int(mv.version), int(mv.creation_timestamp or 0), list(mv.aliases or []),
-                   mv.run_id, dict(mv.tags or {}))
+def _version(mv: Any, aliases: list[str] | None = None) -> Version:
+    held = sorted(aliases if aliases is not None else mv.aliases or [])
+    return Version(int(mv.version), int(mv.creation_timestamp or 0), held, mv.run_id,
+                   dict(mv.tags or {}))
