@@ -44,7 +44,8 @@ _PAGE = """<!doctype html>
     if (text !== undefined) e.textContent = text;
     svg.appendChild(e); return e;
   };
-  const fmt = (x) => Math.abs(x) >= 1e4 || (x !== 0 && Math.abs(x) < 1e-3)
+  const fmt = (x) => Number.isInteger(x) ? x.toString()
+    : Math.abs(x) >= 1e4 || (x !== 0 && Math.abs(x) < 1e-3)
     ? x.toExponential(3) : Number(x.toPrecision(5)).toString();
   document.getElementById("subtitle").textContent =
     `${d.model} v${d.version} (${d.aliases.join(", ") || "no alias"}) · ${d.algorithm} · ` +
@@ -68,7 +69,8 @@ _PAGE = """<!doctype html>
   }
   for (let i = 0; i <= 6; i++) {
     const v = t0 + (t1 - t0) * i / 6, x = X(v);
-    el("text", {x: x, y: H - 12, "text-anchor": "middle", "font-size": 11},
+    const anchor = i === 0 ? "start" : i === 6 ? "end" : "middle";
+    el("text", {x: x, y: H - 12, "text-anchor": anchor, "font-size": 11},
       new Date(v * 1000).toISOString().slice(0, 16).replace("T", " "));
   }
   const parts = [];
