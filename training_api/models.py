@@ -16,7 +16,7 @@ from anyio import to_thread
 
 from core.catalog import Catalog
 from core.contracts import TrainingEvent, utcnow
-from core.errors import ModelNotFound, RegistryUnavailable, VersionConflict
+from core.errors import InvalidVersion, ModelNotFound, VersionConflict
 from core.naming import PRODUCTION_ALIAS, SHADOW_ALIAS, model_name
 from core.publisher import Publisher
 from core.settings import Settings
@@ -169,7 +169,11 @@ class ModelManager:
                                          reason)
             else:
                 await self.stop_shadow(row.series_id, AUTOMATIC, "dropped", reason, row)
-        except (RegistryUnavailable, OSError):
+        except (ModelNotFound, InvalidVersion) as exc:  # deleted meanwhile: nothing to decide
+            await to_thread.run_sync(self.shadows.move, row.id, "deciding", "stopped",
+                                     exc.message)
+            return
+        except Exception:  # registry or store down: decided again next round
             await to_thread.run_sync(self.shadows.move, row.id, "deciding", "evaluating")
             raise
         log.info("shadow v%d of %s: %s (%s)", row.version, row.series_id, verdict, reason)

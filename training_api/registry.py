@@ -54,8 +54,12 @@ class ModelRegistry:
     @property
     def client(self) -> Any:
         if self._client is None:
+            import mlflow
             from mlflow import MlflowClient
 
+            # models:/ URIs (the plot's model loads) resolve against the global registry URI
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.tracking_uri)
             self._client = MlflowClient(tracking_uri=self.tracking_uri,
                                         registry_uri=self.tracking_uri)
         return self._client
@@ -147,6 +151,7 @@ class ModelRegistry:
                 return self._detectors[key]
         import mlflow.sklearn
 
+        self.client  # noqa: B018 (sets the registry URI the models:/ URI is resolved against)
         uri = f"models:/{model_name(series_id)}/{version}"
         detector = self._call(f"loading {uri}", mlflow.sklearn.load_model, uri)
         with self._lock:
