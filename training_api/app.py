@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from anyio import to_thread
 from asgi_correlation_id import CorrelationIdFilter, CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -70,6 +71,8 @@ def create_app(settings: Settings) -> FastAPI:
         tasks = [
             asyncio.create_task(relay.run(), name="outbox-relay"),
             asyncio.create_task(manager.judge(), name="shadow-decisions"),
+            # import mlflow (seconds) now rather than in the first registry request
+            asyncio.create_task(to_thread.run_sync(lambda: registry.client), name="mlflow"),
         ]
         log.info("training API ready", extra={"port": settings.api_port})
         try:

@@ -83,6 +83,7 @@ def audit(state_dir: Path, series_id: str) -> list[dict]:
     return [e for e in map(json.loads, lines) if e["series_id"] == series_id]
 
 
+@pytest.mark.timeout(600)  # two trainings through Dagster, and the services' start if first
 def test_listing_promotion_rollback_and_audit(client, dagster, http, state_dir, series_id):
     first, second = fit(client, series_id, 0.3, 1), fit(client, series_id, 5.0, 2)
 
