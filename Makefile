@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Touched after a successful sync; it lives inside .venv so that deleting .venv re-syncs.
 VENV_STAMP := $(VENV)/.synced-from-lock
-DEB_PACKAGES := rabbitmq-server postgresql haproxy curl
+DEB_PACKAGES := rabbitmq-server postgresql haproxy curl chromium
 # sudo only when we are not root and it exists.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || command -v sudo)
 
@@ -27,7 +27,7 @@ $(VENV_STAMP): uv.lock pyproject.toml
 	UV_PYTHON_DOWNLOADS=never $$uv sync --frozen --all-extras
 	@touch $@
 
-deps: ## Debian packages: RabbitMQ, HAProxy (Ray Serve), curl
+deps: ## Debian packages: RabbitMQ, PostgreSQL, HAProxy (Ray Serve), curl, Chromium (plot test)
 	@missing=$$(for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
 	done); \

@@ -118,6 +118,12 @@ class InvalidVersion(PlatformError):
     code, status = ErrorCode.INVALID_VERSION, 404
 
 
+class VersionConflict(PlatformError):
+    """The version exists but cannot take this role (shadowing the production version)."""
+
+    code, status = ErrorCode.INVALID_VERSION, 409
+
+
 class RegistryUnavailable(PlatformError):
     code, status = ErrorCode.REGISTRY_UNAVAILABLE, 503
 

@@ -16,6 +16,7 @@ _SERIES_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 MODEL_PREFIX = "model_od_"
 PRODUCTION_ALIAS = "production"
+SHADOW_ALIAS = "shadow"  # a candidate scored beside production, never answered with
 EXPERIMENT_NAME = "anomaly-detection"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +78,25 @@ class Settings(BaseSettings):
         3, ge=0, description="Retries of a training step after a transient error (MLflow down)."
     )
 
+    mlflow_ui_url: str = Field(
+        "", description="MLflow UI address for run links; default MLFLOW_TRACKING_URI."
+    )
+    audit_log: str = Field(
+        "", description="Model-management audit log (JSON lines); default STATE_DIR/audit.jsonl."
+    )
+    new_version_alias: Literal["production", "shadow"] = Field(
+        "production", description="Alias a newly trained version gets (shadow: evaluated first)."
+    )
+    shadow_min_points: int = Field(
+        1000, ge=1, description="Points a shadow is scored on before it is promoted or dropped."
+    )
+    shadow_min_agreement: float = Field(
+        0.95, gt=0, le=1, description="Agreement with production that promotes a shadow."
+    )
+    shadow_sync_s: float = Field(
+        1.0, gt=0, description="How often shadow counts are written, read and decided on."
+    )
+
     @property
     def resolved_state_dir(self) -> Path:
         return self.state_dir.expanduser().resolve()
@@ -92,6 +112,14 @@ class Settings(BaseSettings):
     @property
     def resolved_data_root(self) -> str:
         return self.data_root or str(self.resolved_state_dir / "data")
+
+    @property
+    def resolved_audit_log(self) -> Path:
+        return Path(self.audit_log) if self.audit_log else self.resolved_state_dir / "audit.jsonl"
+
+    @property
+    def resolved_mlflow_ui_url(self) -> str:
+        return (self.mlflow_ui_url or self.mlflow_tracking_uri).rstrip("/")
 
 
 @lru_cache

@@ -9,6 +9,7 @@ from core.contracts import TrainingEvent, utcnow
 from core.errors import PlatformError
 from core.jobstore import Job, JobStore, SeriesModel
 from core.naming import model_name
+from core.shadows import ShadowStore
 from pipelines.broker import Broker
 from pipelines.training import Trained
 
@@ -20,10 +21,13 @@ def succeeded(
 ) -> None:
     if job_id:
         store.mark_succeeded(job_id, trained.version, trained.run_id)
+    if trained.shadow_of is not None:  # NEW_VERSION_ALIAS=shadow: evaluated before it serves
+        ShadowStore(store).start(trained.series_id, trained.version, trained.shadow_of,
+                                 "pipeline")
     store.record_model(
         SeriesModel(
             series_id=trained.series_id,
-            version=trained.version,
+            version=trained.shadow_of or trained.version,  # the catalog names production
             algorithm=algorithm,
             data_sha256=trained.data["data_sha256"],
             last_data_timestamp=trained.data["last_timestamp"],

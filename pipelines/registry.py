@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import RegistryUnavailable
-from core.naming import EXPERIMENT_NAME, PRODUCTION_ALIAS, model_name
+from core.naming import EXPERIMENT_NAME, PRODUCTION_ALIAS, SHADOW_ALIAS, model_name
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,15 @@ def _unavailable(exc: Exception) -> bool:
 
 
 class Registry:
-    def __init__(self, tracking_uri: str, retention: int) -> None:
+    def __init__(self, tracking_uri: str, retention: int,
+                 new_version_alias: str = PRODUCTION_ALIAS) -> None:
         import mlflow
         from mlflow import MlflowClient
 
         mlflow.set_tracking_uri(tracking_uri)
         self.tracking_uri = tracking_uri
         self.retention = retention
+        self.new_version_alias = new_version_alias
         self.client = MlflowClient(tracking_uri)
         self._experiment_id: str | None = None
 
@@ -185,6 +187,19 @@ class Registry:
             PRODUCTION_ALIAS,
             str(version),
         )
+
+    def promote_new(self, series_id: str, version: int) -> int | None:
+        """Give a new version its alias (NEW_VERSION_ALIAS); return the production version it
+        shadows, or None when it went to production. A shadow needs a production version to
+        be compared with, so a series' first version goes to production either way."""
+        if self.new_version_alias == SHADOW_ALIAS:
+            current = self.production(series_id)
+            if current is not None:
+                self._call("setting the shadow alias", self.client.set_registered_model_alias,
+                           model_name(series_id), SHADOW_ALIAS, str(version))
+                return current.version
+        self.promote(series_id, version)
+        return None
 
     def load_and_predict(self, version: RegisteredVersion, example: Any) -> Any:
         """Fetch the registered copy's MLmodel and pickle (what loading needs; not the

@@ -65,5 +65,7 @@ class MlflowResource(_FromSettings):
     @cached_property
     def registry(self) -> Registry:
         return Registry(
-            self.tracking_uri or self.settings.mlflow_tracking_uri, self.settings.model_retention
+            self.tracking_uri or self.settings.mlflow_tracking_uri,
+            self.settings.model_retention,
+            self.settings.new_version_alias,
         )

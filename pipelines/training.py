@@ -51,6 +51,7 @@ class Trained:
     metrics: dict[str, float]
     data: dict
     checks: list[Check]
+    shadow_of: int | None = None  # the production version a new shadow version is compared with
 
 
 def pip_requirements() -> list[str]:
@@ -126,7 +127,7 @@ def train_series(
     checks = _model_checks(
         registry, version, result.input_example, expected, result.metrics["anomaly_rate"], config
     )
-    registry.promote(series_id, version.version)
+    shadow_of = registry.promote_new(series_id, version.version)
     registry.prune(series_id, newest=version.version)
     return Trained(
         series_id,
@@ -137,6 +138,7 @@ def train_series(
         result.metrics,
         data,
         [rules, *checks],
+        shadow_of,
     )
 
 

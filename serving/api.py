@@ -62,7 +62,9 @@ def create_app(registry: CollectorRegistry) -> FastAPI:
         if not points.single:
             raise InvalidInput("send one point here, or a batch to /predict/{series_id}/batch")
         model = await service.model(series_id, version)
-        result = _score(service, model.model, points.values, "single")
+        result, seconds = _score(service, model.model, points.values, "single")
+        if version is None:  # only production answers are compared with a shadow
+            service.shadow.observe(series_id, model, points.values, result, seconds)
         return OrjsonResponse({
             "series_id": series_id,
             "timestamp": int(points.timestamps[0]),
@@ -91,10 +93,13 @@ def create_app(registry: CollectorRegistry) -> FastAPI:
             model = None  # no model anywhere: score the batch against itself
         if model is None:
             base = baseline_model(points.values)
-            result, fields = _score(service, base, points.values, "baseline"), _fields(base)
+            result, _ = _score(service, base, points.values, "baseline")
+            fields = _fields(base)
         else:
-            result, fields = _score(service, model.model, points.values, "batch"), _fields(
-                model.model)
+            result, seconds = _score(service, model.model, points.values, "batch")
+            fields = _fields(model.model)
+            if version is None:
+                service.shadow.observe(series_id, model, points.values, result, seconds)
         n, flagged = len(points.values), int(result.anomaly.sum())
         return OrjsonResponse({
             "series_id": series_id,
@@ -166,7 +171,7 @@ async def _points(request: Request) -> Points:
 
 
 def _score(service: PredictionService, model: ScoringModel, values: np.ndarray,
-           kind: str) -> ScoreResult:
+           kind: str) -> tuple[ScoreResult, float]:
     started = time.perf_counter()
     result = score_points(model, values)
     elapsed = time.perf_counter() - started
@@ -174,7 +179,7 @@ def _score(service: PredictionService, model: ScoringModel, values: np.ndarray,
     service.metrics.inference_seconds.labels(kind).observe(elapsed)
     service.metrics.points.labels(result.confidence).inc(len(values))
     service.metrics.anomalies.labels(result.confidence).inc(int(result.anomaly.sum()))
-    return result
+    return result, elapsed
 
 
 def _fields(model: ScoringModel) -> dict:

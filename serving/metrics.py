@@ -40,6 +40,26 @@ class ServingMetrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
         )
 
+        self.shadow_models = Gauge("shadow_models", "Series scored by a shadow candidate too.",
+                                   registry=registry)
+        self.shadow_points = Counter(
+            "shadow_points_total", "Points scored by a series' shadow (while it is evaluated).",
+            ["series_id"], registry=registry)
+        self.shadow_agreements = Counter(
+            "shadow_agreements_total", "Points where shadow and production flag alike.",
+            ["series_id"], registry=registry)
+        self.shadow_seconds = Histogram(
+            "shadow_comparison_seconds", "Scoring time of a shadowed request, by model.",
+            ["model"], registry=registry,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+        )
+        self.shadow_skipped = Counter(
+            "shadow_skipped_total", "Requests not shadowed: too many shadow scorings pending.",
+            registry=registry)
+        self.shadow_errors = Counter(
+            "shadow_errors_total", "Shadow scorings that failed (the candidate did not load).",
+            registry=registry)
+
     def sync_cache(self, stats) -> None:
         """The cache counts for itself; these gauges mirror it when metrics are read."""
         self.cache_hits.set(stats.hits)

@@ -11,8 +11,10 @@ import logging
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from core.jobstore import JobStore
 from core.logs import configure_logging
 from core.settings import Settings
+from core.shadows import ShadowStore
 from serving.api import bind_service, create_app
 from serving.freshness import follow_completions
 from serving.loader import ModelLoader
@@ -35,7 +37,9 @@ def attach_service(settings: Settings) -> PredictionService:
     configure_logging(settings.log_level, [CorrelationIdFilter()])
     loader = ModelLoader(settings.mlflow_tracking_uri, settings.resolved_model_dir,
                          timeout_s=settings.registry_timeout_s)
-    service = PredictionService(settings, loader, ServingMetrics(CollectorRegistry()))
+    # Shadow counts go to the job store, shared by every replica and the training API.
+    shadows = ShadowStore(JobStore(settings.resolved_job_store_url))
+    service = PredictionService(settings, loader, ServingMetrics(CollectorRegistry()), shadows)
     bind_service(service)
     return service
 
@@ -48,6 +52,7 @@ def start_background(service: PredictionService) -> list[asyncio.Task]:
             name="completion-events",
         ),
         asyncio.create_task(_housekeeping(service), name="housekeeping"),
+        asyncio.create_task(service.shadow.run(), name="shadow-sync"),
     ]
 
 

@@ -19,10 +19,12 @@ from anyio import to_thread
 from core.errors import ModelCheckFailed, ModelNotFound, RegistryUnavailable
 from core.naming import require_series_id
 from core.settings import Settings
+from core.shadows import ShadowStore
 from serving.breaker import AsyncCircuitBreaker, CircuitOpenError
 from serving.cache import AsyncModelCache
 from serving.loader import LoadedModel, ModelLoader
 from serving.metrics import ServingMetrics
+from serving.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ class Latencies:
 
 
 class PredictionService:
-    def __init__(self, settings: Settings, loader: ModelLoader, metrics: ServingMetrics) -> None:
+    def __init__(self, settings: Settings, loader: ModelLoader, metrics: ServingMetrics,
+                 shadows: ShadowStore) -> None:
         self.settings = settings
         self.loader = loader
         self.metrics = metrics
@@ -80,6 +83,7 @@ class PredictionService:
             negative_ttl_s=settings.negative_cache_ttl_s,
             is_missing=lambda exc: isinstance(exc, ModelNotFound),
         )
+        self.shadow = ShadowScorer(shadows, self.model, metrics, settings.shadow_sync_s)
 
     # -- loading ------------------------------------------------------------------------
 
@@ -112,7 +116,9 @@ class PredictionService:
     # -- freshness ----------------------------------------------------------------------
 
     async def on_model_changed(self, series_id: str, version: int | None) -> None:
-        """A new production version: load it, then swap (no request sees a miss)."""
+        """A new production version: load it, then swap (no request sees a miss).
+        The change may also start or end a shadow evaluation: look at once."""
+        self.shadow.wake()
         if series_id in self.cache:
             await self.cache.refresh(series_id)
             log.info("reloaded %s after its completion event (v%s)", series_id, version)

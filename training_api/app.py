@@ -8,24 +8,30 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from anyio import to_thread
 from asgi_correlation_id import CorrelationIdFilter, CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
+from core.catalog import Catalog
 from core.http import UnhandledErrors, install_error_handlers
 from core.jobstore import JobStore
 from core.logs import configure_logging
 from core.publisher import Publisher
 from core.settings import Settings
+from core.shadows import ShadowStore
 from core.storage import data_store
+from training_api.audit import AuditLog
 from training_api.deps import Services
 from training_api.fits import FitService
 from training_api.metrics import ApiMetrics
+from training_api.models import ModelManager
 from training_api.ratelimit import FitRateLimiter
+from training_api.registry import ModelRegistry
 from training_api.relay import OutboxRelay
-from training_api.routes import fit, health, jobs
+from training_api.routes import fit, health, jobs, models, plot
 
 log = logging.getLogger(__name__)
 
@@ -39,30 +45,44 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs_store = JobStore(settings.resolved_job_store_url)
-        jobs_store.create_schema()
+        jobs_store.create_schema()  # shadow_evaluations too: core.shadows is imported
         publisher = Publisher(settings.rabbitmq_url, settings.publish_timeout_s)
         relay = OutboxRelay(jobs_store, publisher, settings.outbox_poll_s, settings.outbox_batch)
         metrics.outbox_backlog.set_function(jobs_store.outbox_backlog)
+        data = data_store(settings.resolved_data_root, settings.s3_endpoint_url)
+        registry = ModelRegistry(settings.mlflow_tracking_uri, settings.registry_timeout_s)
+        catalog = Catalog(jobs_store)
+        manager = ModelManager(settings, registry, catalog, ShadowStore(jobs_store),
+                              AuditLog(settings.resolved_audit_log), publisher)
         app.state.services = Services(
             settings=settings,
             jobs=jobs_store,
-            fits=FitService(
-                jobs_store, data_store(settings.resolved_data_root, settings.s3_endpoint_url)
-            ),
+            fits=FitService(jobs_store, data),
             limiter=limiter,
             publisher=publisher,
             relay=relay,
             metrics=metrics,
             started_at=time.monotonic(),
+            data=data,
+            catalog=catalog,
+            registry=registry,
+            models=manager,
         )
-        relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+        tasks = [
+            asyncio.create_task(relay.run(), name="outbox-relay"),
+            asyncio.create_task(manager.judge(), name="shadow-decisions"),
+            # import mlflow (seconds) now rather than in the first registry request
+            asyncio.create_task(to_thread.run_sync(lambda: registry.client), name="mlflow"),
+        ]
         log.info("training API ready", extra={"port": settings.api_port})
         try:
             yield
         finally:
-            relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay_task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await publisher.close()
             jobs_store.engine.dispose()
 
@@ -72,7 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Submit and track per-series anomaly-model training jobs.",
         lifespan=lifespan,
     )
-    for router in (fit.router, jobs.router, health.router):
+    for router in (fit.router, jobs.router, models.router, plot.router, health.router):
         app.include_router(router)
     install_error_handlers(app)
     Instrumentator(

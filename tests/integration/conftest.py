@@ -56,7 +56,9 @@ def api(rabbitmq: RabbitMQ, state_dir: Path) -> Iterator[TrainingApi]:
     service = TrainingApi(
         state_dir,
         API_PORT,
-        {"RABBITMQ_URL": rabbitmq.url, "OUTBOX_POLL_S": "0.2", "PUBLISH_TIMEOUT_S": "2"},
+        {"RABBITMQ_URL": rabbitmq.url, "OUTBOX_POLL_S": "0.2", "PUBLISH_TIMEOUT_S": "2",
+         # where mlflow_server listens, without starting it for tests that do not need it
+         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{MLFLOW_PORT}"},
     )
     service.start()
     try:
@@ -137,15 +139,17 @@ def dagster(pipeline_env: dict, api: TrainingApi,
 
 
 @pytest.fixture(scope="session")
-def serve(rabbitmq: RabbitMQ, mlflow_server: MlflowServer,
+def serve(rabbitmq: RabbitMQ, mlflow_server: MlflowServer, state_dir: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayServe]:
-    """Ray Serve with a short breaker reset, so recovery is seen within a test."""
+    """Ray Serve with a short breaker reset, so recovery is seen within a test; shadow
+    counts go to the API's job store, as in the local stack."""
     base = tmp_path_factory.mktemp("serve")
     server = RayServe(base, SERVE_PORT, {
         "STATE_DIR": str(base),
         "RABBITMQ_URL": rabbitmq.url,
         "MLFLOW_TRACKING_URI": mlflow_server.url,
         "BREAKER_RESET_S": "5",
+        "JOB_STORE_URL": f"sqlite:///{state_dir / 'jobs.db'}",
         "WARMUP_MODELS": "5",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     })
