@@ -190,7 +190,7 @@ def report(result: dict, endpoints: dict, reasons: Counter, stages: list | None)
         lines += ["", "failures (request name: reason × count):"]
         lines += [f"  {name}: {why} × {n}" for (name, why), n in reasons.most_common(10)]
     offered = result["offered_rps"]
-    offered = f"{offered:g} requests/s" if isinstance(offered, float) else "stepped load"
+    offered = f"{offered:g} requests/s" if offered != "stepped" else "stepped load"
     lines += ["", f"profile {result['profile']}, offered {offered} by {result['users']} users "
               f"for {result['duration_s']:g} s; load average "
               f"{result['loadavg_start']} at start, {result['loadavg_end']} at end; client CPU "
@@ -204,7 +204,7 @@ def report(result: dict, endpoints: dict, reasons: Counter, stages: list | None)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rps", type=float, default=200, help="offered requests per second")
+    parser.add_argument("--rps", type=float, default=200.0, help="offered requests per second")
     parser.add_argument("--duration", type=float, default=60, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=5, help="seconds of load before it")
     parser.add_argument("--series", type=int, default=200, help="series with a model")
