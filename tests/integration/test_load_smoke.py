@@ -57,3 +57,15 @@ def test_anomaly_profile_flags_exactly_the_injected_points(serve, load_series, t
     for name in ("/predict/{id} [probe]", "/predict/{id} [injected]", "/predict/{id} [normal]",
                  "/predict/{id}/batch [injected]"):
         assert int(rows[name]["Request Count"]) > 0, name
+
+
+def test_series_found_in_the_registry_by_default(mlflow_server, load_series):
+    """Without a series list the locustfile loads every served model of the registry."""
+    code = ("import sys; sys.path.insert(0, 'load_tests'); import locustfile; "
+            "print(','.join(locustfile.catalog().series))")
+    env = {**os.environ, "LOAD_MLFLOW_URI": mlflow_server.url, "LOCUST_SKIP_MONKEY_PATCH": "1"}
+    for name in ("LOAD_SERIES_FILE", "LOAD_SERIES"):
+        env.pop(name, None)
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert set(load_series) <= set(run.stdout.strip().split(","))
