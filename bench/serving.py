@@ -40,17 +40,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import re
 import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -59,13 +56,14 @@ import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.integration.services import (  # noqa: E402
-    MlflowServer,
-    Process,
-    RabbitMQ,
-    RayServe,
-    wait_until,
+from bench.stack import (  # noqa: E402
+    START,
+    fast_mode_env,
+    register_models,
+    start_backends,
+    stop_all,
 )
+from tests.integration.services import Process, RayServe, wait_until  # noqa: E402
 
 # Other than the tests' (5682, 8040, 5010, 8010, ...), the local stack's and other benches'.
 AMQP_PORT, MGMT_PORT, MLFLOW_PORT, SERVE_PORT, BARE_PORT = 5722, 15722, 5030, 8100, 8110
@@ -81,47 +79,12 @@ FAST_PORTS = {
     "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "41199",
 }
 HOST = "127.0.0.1"  # every request goes to loopback, whatever Ray binds
-START = 1_733_000_000
 HOT = "bench_serving_hot"
 BATCH_SIZES = (15_360, 32_768)
 CONCURRENCY = 16
 TARGETS = {"serve_p50_ms": 10.0, "serve_p99_ms": 30.0, "batch_32768_p50_ms": 60.0,
            "cold_load_p95_ms": 250.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# -- models ----------------------------------------------------------------------------------
-
-
-def register_models(tracking_uri: str, series: list[str]) -> float:
-    """Train and register one statistical model per series, as the pipeline does; seconds."""
-    import polars as pl
-
-    from core.contracts import TrainingConfig
-    from core.training import train
-    from pipelines.registry import Registry
-    from pipelines.training import pip_requirements
-
-    registry = Registry(tracking_uri, retention=10)  # imports mlflow, which sets its logging
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    requirements = pip_requirements()
-    started = time.perf_counter()
-    for i, series_id in enumerate(series):
-        rng = np.random.default_rng(i)
-        values = 0.3 + 0.05 * rng.standard_normal(10_000)
-        frame = pl.DataFrame({"timestamp": START + 300 * np.arange(values.size), "value": values})
-        result = train(frame, TrainingConfig(algorithm="statistical"))
-        job_id = str(uuid.uuid4())
-        version = registry.log_and_register(
-            series_id,
-            result,
-            run_tags={"series_id": series_id, "job_id": job_id, "dagster_run_id": "bench"},
-            version_tags={"job_id": job_id, "algorithm": "statistical"},
-            pip_requirements=requirements,
-        )
-        registry.promote(series_id, version.version)
-    return time.perf_counter() - started
 
 
 # -- client ----------------------------------------------------------------------------------
@@ -474,14 +437,6 @@ async def direct_liveness(port: int, n: int) -> dict:
     return {"replica_direct_liveness_p50_ms": ms(samples, 50)}
 
 
-def haproxy_files(folder: Path) -> dict[str, str]:
-    """HAProxy's files in `folder` (Ray adds a node-id folder; a socket path holds ≤ 97 bytes)."""
-    names = {"CONFIG_FILE_LOC": "haproxy.cfg", "SOCKET_PATH": "admin.sock",
-             "SERVER_STATE_FILE": "server-state", "METRICS_SOCKET_PATH": "metrics.sock"}
-    files = {f"RAY_SERVE_HAPROXY_{k}": str(folder / v) for k, v in names.items()}
-    return files | {"RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder)}
-
-
 def start_server(kind: str, work: Path, shared: dict[str, str],
                  haproxy: Path) -> tuple[Process, int, float]:
     base = work / kind
@@ -498,10 +453,7 @@ def start_server(kind: str, work: Path, shared: dict[str, str],
         wait_until(lambda: _ready(server, port), 60, "bare uvicorn")
     else:
         if kind == "fast":
-            env |= FAST_PORTS | haproxy_files(haproxy) | {
-                "RAY_SERVE_ENABLE_HA_PROXY": "1",
-                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-            }
+            env |= fast_mode_env(FAST_PORTS, haproxy)
         server = RayServe(base, SERVE_PORT, env)
         port = SERVE_PORT
         server.start()
@@ -638,21 +590,14 @@ def main() -> None:
     json_mode = args.json_mode if args.json_mode in modes else modes[0]
 
     work = Path(tempfile.mkdtemp(prefix="adp-bench-serving-"))
-    work.chmod(0o755)  # the RabbitMQ node runs as its own user
     haproxy = Path(tempfile.mkdtemp(prefix="hap-"))  # short: HAProxy's socket path limit
-    (work / "mlflow").mkdir()
-    broker = RabbitMQ(work / "rabbitmq", AMQP_PORT, MGMT_PORT)
-    mlflow = MlflowServer(work / "mlflow", MLFLOW_PORT)
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # keep stdout to the table
     cold = [f"bench_cold_{i:03d}" for i in range(args.cold)]
     servers: dict[str, dict] = {}
     loadavg_start = round(os.getloadavg()[0], 2)
+    backends: tuple = ()
     try:
         started = time.perf_counter()
-        with ThreadPoolExecutor(2) as pool:
-            for step in [pool.submit(broker.start), pool.submit(mlflow.start)]:
-                step.result()
+        backends = broker, mlflow = start_backends(work, AMQP_PORT, MGMT_PORT, MLFLOW_PORT)
         register_s = register_models(mlflow.url, [HOT, *cold])
         setup_s = time.perf_counter() - started
         shared = {"MLFLOW_TRACKING_URI": mlflow.url, "RABBITMQ_URL": broker.url,
@@ -661,11 +606,7 @@ def main() -> None:
         for kind in ["bare", *modes]:
             servers[kind] = run_server(kind, work, haproxy, shared, args, cold)
     finally:
-        for stop in (mlflow.stop, broker.stop):
-            try:
-                stop()
-            except Exception as exc:  # stop the other whatever happens to one
-                sys.stderr.write(f"stopping: {exc}\n")
+        stop_all(*reversed(backends))
         if args.keep:
             sys.stderr.write(f"work folders kept: {work} {haproxy}\n")
         else:
