@@ -9,6 +9,7 @@ arrays included, and per-point batch results come back in the form the points ca
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
@@ -19,9 +20,11 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
 
+from core.auth import AuthMiddleware
 from core.errors import InvalidInput, ModelNotFound
 from core.http import UnhandledErrors, install_error_handlers, read_limited
 from core.naming import require_series_id
+from core.settings import Settings, get_settings
 from serving.scoring import (
     Points,
     ScoreResult,
@@ -42,10 +45,12 @@ class OrjsonResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def create_app(registry: CollectorRegistry) -> FastAPI:
+def create_app(registry: CollectorRegistry,
+               settings: Callable[[], Settings] = get_settings) -> FastAPI:
     app = FastAPI(title="Serving", version="0.1.0",
                   summary="Real-time anomaly predictions, one model per series.")
     install_error_handlers(app)
+    app.add_middleware(AuthMiddleware, settings=settings)  # read in the replica, at first use
     Instrumentator(registry=registry, excluded_handlers=["/metrics"],
                    should_group_status_codes=False).instrument(app)
     app.add_middleware(UnhandledErrors)
