@@ -22,7 +22,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 
 from core.auth import AuthMiddleware
 from core.errors import InvalidInput, ModelNotFound
-from core.http import UnhandledErrors, install_error_handlers, read_limited
+from core.http import ProxyRequestId, UnhandledErrors, install_error_handlers, read_limited
 from core.naming import require_series_id
 from core.settings import Settings, get_settings
 from serving.scoring import (
@@ -45,8 +45,8 @@ class OrjsonResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def create_app(registry: CollectorRegistry,
-               settings: Callable[[], Settings] = get_settings) -> FastAPI:
+def create_app(registry: CollectorRegistry, settings: Callable[[], Settings] = get_settings,
+               under_ray: bool = False) -> FastAPI:
     app = FastAPI(title="Serving", version="0.1.0",
                   summary="Real-time anomaly predictions, one model per series.")
     install_error_handlers(app)
@@ -54,7 +54,10 @@ def create_app(registry: CollectorRegistry,
     Instrumentator(registry=registry, excluded_handlers=["/metrics"],
                    should_group_status_codes=False).instrument(app)
     app.add_middleware(UnhandledErrors)
-    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
+    if under_ray:  # Ray Serve sets X-Request-ID on requests and responses itself
+        app.add_middleware(ProxyRequestId)
+    else:
+        app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
 
     @app.post("/predict/{series_id}", summary="Score one point",
               response_class=OrjsonResponse)
@@ -165,8 +168,9 @@ def _service(_: Request) -> PredictionService:
 
 
 async def _points(request: Request) -> Points:
+    timeout_s = _service(request).settings.body_read_timeout_s
     raw = await read_limited(request.stream(), request.headers.get("content-length"),
-                             MAX_BODY_BYTES)
+                             MAX_BODY_BYTES, timeout_s)
     return parse_predict_body(raw)
 
 

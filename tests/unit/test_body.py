@@ -1,6 +1,8 @@
 """Parsing fit bodies into arrays, and the error each malformed body gets."""
 
+import asyncio
 import json
+import time
 
 import numpy as np
 import orjson
@@ -13,6 +15,7 @@ from core.errors import (
     MalformedBody,
     NonFiniteValue,
     PayloadTooLarge,
+    RequestTimeout,
 )
 from core.http import read_limited
 from training_api.body import parse_fit_body
@@ -141,11 +144,25 @@ async def test_announced_size_is_refused_before_reading():
         yield b""
 
     with pytest.raises(PayloadTooLarge) as err:
-        await read_limited(never(), str(11 * 2**20), 10 * 2**20)
+        await read_limited(never(), str(11 * 2**20), 10 * 2**20, 5)
     assert err.value.details[0]["limit_bytes"] == 10 * 2**20
 
 
 async def test_streamed_size_is_cut_at_the_limit():
     with pytest.raises(PayloadTooLarge):
-        await read_limited(_chunks(b"x" * 600, b"x" * 600), None, 1024)
-    assert await read_limited(_chunks(b"ab", b"cd"), "4", 1024) == b"abcd"
+        await read_limited(_chunks(b"x" * 600, b"x" * 600), None, 1024, 5)
+    assert await read_limited(_chunks(b"ab", b"cd"), "4", 1024, 5) == b"abcd"
+
+
+async def test_a_trickling_body_is_cut_at_the_deadline():
+    async def slow_loris():
+        while True:
+            yield b" "
+            await asyncio.sleep(0.05)  # each byte is in time; the body never ends
+
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout) as err:
+        await read_limited(slow_loris(), None, 1024, 0.5)
+    assert 0.5 <= time.monotonic() - started < 2
+    assert err.value.status == 408 and err.value.headers == {"Connection": "close"}
+    assert 5 <= err.value.details[0]["received_bytes"] <= 11

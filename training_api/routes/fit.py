@@ -38,7 +38,7 @@ OPENAPI_MODELS = [FitRequest]
     response_model=FitAccepted,
     openapi_extra=_BODY,
     summary="Submit a training job for one series",
-    responses=errors(400, 409, 413, 415, 422, 429, 503),
+    responses=errors(400, 408, 409, 413, 415, 422, 429, 503),
 )
 async def fit(
     series_id: str,
@@ -55,6 +55,7 @@ async def fit(
             request.stream(),
             request.headers.get("content-length"),
             services.settings.max_body_bytes,
+            services.settings.body_read_timeout_s,
         )
         job, deduplicated = await run_in_threadpool(
             services.fits.submit, series_id, raw, idempotency_key
