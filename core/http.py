@@ -16,10 +16,18 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.contracts import ErrorBody, ErrorInfo, ErrorMetadata
-from core.errors import ErrorCode, PayloadTooLarge, PlatformError, RequestTimeout
+from core.errors import (
+    ErrorCode,
+    MalformedBody,
+    PayloadTooLarge,
+    PlatformError,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +134,10 @@ async def read_limited(
                 body += chunk
                 if len(body) > limit:
                     raise _too_large(None, limit)
+    except ClientDisconnect:  # nobody reads the answer; it only keeps the log quiet
+        raise MalformedBody(
+            f"the client closed the connection after {len(body)} bytes of the body"
+        ) from None
     except TimeoutError:
         raise RequestTimeout(
             f"the request body did not arrive within {timeout_s:g} s "
@@ -134,6 +146,15 @@ async def read_limited(
             headers={"Connection": "close"},
         ) from None
     return bytes(body)
+
+
+def require_json(content_type: str | None) -> None:
+    """Bodies are JSON; anything else (forms, text/plain from a cross-site page) is 415."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send the body as application/json (got {content_type or 'no content type'!r})"
+        )
 
 
 def _too_large(size: int | None, limit: int) -> PayloadTooLarge:

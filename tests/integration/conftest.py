@@ -56,7 +56,9 @@ def api(rabbitmq: RabbitMQ, state_dir: Path) -> Iterator[TrainingApi]:
     service = TrainingApi(
         state_dir,
         API_PORT,
-        {"RABBITMQ_URL": rabbitmq.url, "OUTBOX_POLL_S": "0.2", "PUBLISH_TIMEOUT_S": "2"},
+        # A short body deadline, so the slow-body tests (test_hostile_input.py) are quick.
+        {"RABBITMQ_URL": rabbitmq.url, "OUTBOX_POLL_S": "0.2", "PUBLISH_TIMEOUT_S": "2",
+         "BODY_READ_TIMEOUT_S": "5"},
     )
     service.start()
     try:
@@ -148,6 +150,7 @@ def serve(rabbitmq: RabbitMQ, mlflow_server: MlflowServer,
         "BREAKER_RESET_S": "5",
         "WARMUP_MODELS": "5",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        "BODY_READ_TIMEOUT_S": "5",
     })
     try:
         server.start()
