@@ -20,6 +20,10 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    AUTH_UNAVAILABLE = "AUTH_UNAVAILABLE"
     JOB_NOT_FOUND = "JOB_NOT_FOUND"
     JOB_NOT_CANCELLABLE = "JOB_NOT_CANCELLABLE"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
@@ -96,6 +100,30 @@ class UnsupportedMediaType(PlatformError):
 
 class RateLimitExceeded(PlatformError):
     code, status = ErrorCode.RATE_LIMIT_EXCEEDED, 429
+
+
+class RequestTimeout(PlatformError):
+    """The body did not arrive in time (a slow or stalled client)."""
+
+    code, status = ErrorCode.REQUEST_TIMEOUT, 408
+
+
+class Unauthenticated(PlatformError):
+    """No bearer token, or one that does not verify (signature, expiry, issuer, audience)."""
+
+    code, status = ErrorCode.UNAUTHENTICATED, 401
+
+
+class Forbidden(PlatformError):
+    """A valid token whose roles do not allow the route."""
+
+    code, status = ErrorCode.FORBIDDEN, 403
+
+
+class AuthUnavailable(PlatformError):
+    """The signing keys could not be fetched (JWKS endpoint down, no cached key)."""
+
+    code, status = ErrorCode.AUTH_UNAVAILABLE, 503
 
 
 class JobNotFound(PlatformError):

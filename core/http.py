@@ -3,7 +3,9 @@ into the design's error body (needs the api or serving extra: FastAPI)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,11 +14,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.contracts import ErrorBody, ErrorInfo, ErrorMetadata
-from core.errors import ErrorCode, PayloadTooLarge, PlatformError
+from core.errors import (
+    ErrorCode,
+    MalformedBody,
+    PayloadTooLarge,
+    PlatformError,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +104,57 @@ class UnhandledErrors:
             await response(scope, receive, send)
 
 
+class ProxyRequestId:
+    """Request ids behind Ray Serve's HTTP server, which gives each request an X-Request-ID
+    (the client's, or a new UUID) and puts that id on the response itself: logs and error
+    bodies use it, and the header is not added a second time (CorrelationIdMiddleware would
+    answer two, differing when the client's id is not a UUID)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            correlation_id.set(Headers(scope=scope).get("x-request-id") or str(uuid.uuid4()))
+        await self.app(scope, receive, send)
+
+
 async def read_limited(
-    chunks: AsyncIterator[bytes], content_length: str | None, limit: int
+    chunks: AsyncIterator[bytes], content_length: str | None, limit: int, timeout_s: float
 ) -> bytes:
-    """Read at most `limit` bytes; refuse larger bodies before reading them when announced."""
+    """Read at most `limit` bytes within `timeout_s`; refuse larger bodies before reading
+    them when announced. The deadline covers the whole body, so a client trickling a byte
+    at a time (slow loris) holds a connection for `timeout_s` at most, then gets 408."""
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
         raise _too_large(int(content_length), limit)
     body = bytearray()
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(None, limit)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > limit:
+                    raise _too_large(None, limit)
+    except ClientDisconnect:  # nobody reads the answer; it only keeps the log quiet
+        raise MalformedBody(
+            f"the client closed the connection after {len(body)} bytes of the body"
+        ) from None
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout_s:g} s "
+            f"({len(body)} bytes received)",
+            details=[{"timeout_s": timeout_s, "received_bytes": len(body)}],
+            headers={"Connection": "close"},
+        ) from None
     return bytes(body)
+
+
+def require_json(content_type: str | None) -> None:
+    """Bodies are JSON; anything else (forms, text/plain from a cross-site page) is 415."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send the body as application/json (got {content_type or 'no content type'!r})"
+        )
 
 
 def _too_large(size: int | None, limit: int) -> PayloadTooLarge:

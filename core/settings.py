@@ -10,8 +10,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Public-key algorithms only: with HS256 the verifying key would also be a signing key.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
 
 
 class Settings(BaseSettings):
@@ -38,6 +43,9 @@ class Settings(BaseSettings):
         "memory://", description="Rate-limit storage (limits library URI, e.g. redis://...)."
     )
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest fit body.")
+    body_read_timeout_s: float = Field(
+        30, gt=0, description="A request body must arrive within this; else 408 (slow clients)."
+    )
     publish_timeout_s: float = Field(5.0, gt=0, description="Wait for a broker confirm.")
     outbox_poll_s: float = Field(1.0, gt=0, description="Relay poll interval when idle.")
     outbox_batch: int = Field(200, ge=1, description="Outbox rows published per batch.")
@@ -96,6 +104,39 @@ class Settings(BaseSettings):
     shadow_sync_s: float = Field(
         1.0, gt=0, description="How often shadow counts are written, read and decided on."
     )
+    auth_enabled: bool = Field(False, description="Require a verified Bearer JWT (core/auth.py).")
+    auth_jwks_url: str = Field("", description="JWKS URL of the identity provider.")
+    auth_public_key: str = Field(
+        "", description="Static public key (PEM text or a PEM file path) instead of a JWKS URL."
+    )
+    auth_issuer: str = Field("", description="Required `iss` of tokens.")
+    auth_audience: str = Field("", description="Required `aud` of tokens.")
+    auth_roles_claim: str = Field(
+        "roles", description="Claim with the roles (a list; dots reach into nested claims)."
+    )
+    auth_algorithms: str = Field(
+        "RS256", description="Accepted token signature algorithms, comma-separated."
+    )
+
+    @model_validator(mode="after")
+    def _auth_is_complete(self) -> Settings:
+        """Auth on with half a configuration fails the start, not every request."""
+        if not self.auth_enabled:
+            return self
+        if bool(self.auth_jwks_url) == bool(self.auth_public_key):
+            raise ValueError("AUTH_ENABLED needs exactly one of AUTH_JWKS_URL, AUTH_PUBLIC_KEY")
+        if not (self.auth_issuer and self.auth_audience):
+            raise ValueError("AUTH_ENABLED needs AUTH_ISSUER and AUTH_AUDIENCE")
+        unsafe = set(self.auth_algorithm_list) - ASYMMETRIC_ALGORITHMS
+        if unsafe or not self.auth_algorithm_list:
+            raise ValueError(
+                f"AUTH_ALGORITHMS must be among {sorted(ASYMMETRIC_ALGORITHMS)}; got {unsafe}"
+            )
+        return self
+
+    @property
+    def auth_algorithm_list(self) -> list[str]:
+        return [a.strip() for a in self.auth_algorithms.split(",") if a.strip()]
 
     @property
     def resolved_state_dir(self) -> Path:

@@ -74,7 +74,14 @@ def _check_values(values: np.ndarray) -> None:
             f"({not_finite.size} non-finite values in all)",
             details=[{"index": i, "count": int(not_finite.size)}],
         )
-    std = float(values.std())
+    with np.errstate(over="ignore"):
+        std = float(values.std())
+    if not np.isfinite(std):  # e.g. values near 1e308: no model can be fitted on them
+        raise NonFiniteValue(
+            "values are too large: their standard deviation overflows float64 "
+            "(keep them within about ±1e150)",
+            details=[{"std": "overflow"}],
+        )
     if std <= MIN_STD:
         raise ConstantSeries(
             f"the series is constant (standard deviation {std:.3g} <= {MIN_STD:g}); "

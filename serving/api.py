@@ -9,6 +9,7 @@ arrays included, and per-point batch results come back in the form the points ca
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
@@ -19,9 +20,18 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
 
+from core.auth import AuthMiddleware
 from core.errors import InvalidInput, ModelNotFound
-from core.http import UnhandledErrors, install_error_handlers, read_limited
+from core.http import (
+    ProxyRequestId,
+    UnhandledErrors,
+    install_error_handlers,
+    read_limited,
+    require_json,
+)
 from core.naming import require_series_id
+from core.settings import Settings, get_settings
+from serving.schemas import Point, PointColumns, PointRows, request_body
 from serving.scoring import (
     Points,
     ScoreResult,
@@ -42,22 +52,27 @@ class OrjsonResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def create_app(registry: CollectorRegistry) -> FastAPI:
+def create_app(registry: CollectorRegistry, settings: Callable[[], Settings] = get_settings,
+               under_ray: bool = False) -> FastAPI:
     app = FastAPI(title="Serving", version="0.1.0",
                   summary="Real-time anomaly predictions, one model per series.")
     install_error_handlers(app)
+    app.add_middleware(AuthMiddleware, settings=settings)  # read in the replica, at first use
     Instrumentator(registry=registry, excluded_handlers=["/metrics"],
                    should_group_status_codes=False).instrument(app)
     app.add_middleware(UnhandledErrors)
-    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
+    if under_ray:  # Ray Serve sets X-Request-ID on requests and responses itself
+        app.add_middleware(ProxyRequestId)
+    else:
+        app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
 
     @app.post("/predict/{series_id}", summary="Score one point",
-              response_class=OrjsonResponse)
+              response_class=OrjsonResponse, openapi_extra=request_body(Point))
     async def predict(series_id: str, request: Request,
                       version: Annotated[int | None, Query(ge=1)] = None) -> OrjsonResponse:
         started = time.perf_counter()
         service = _service(request)
-        require_series_id(series_id)
+        series_id = _series_id(request, series_id)
         points = await _points(request)
         if not points.single:
             raise InvalidInput("send one point here, or a batch to /predict/{series_id}/batch")
@@ -77,13 +92,14 @@ def create_app(registry: CollectorRegistry) -> FastAPI:
         })
 
     @app.post("/predict/{series_id}/batch", summary="Score up to 32,768 points",
-              response_class=OrjsonResponse)
+              response_class=OrjsonResponse,
+              openapi_extra=request_body(PointRows, PointColumns))
     async def predict_batch(series_id: str, request: Request,
                             version: Annotated[int | None, Query(ge=1)] = None
                             ) -> OrjsonResponse:
         started = time.perf_counter()
         service = _service(request)
-        require_series_id(series_id)
+        series_id = _series_id(request, series_id)
         points = await _points(request)
         try:
             model = await service.model(series_id, version)
@@ -147,6 +163,11 @@ def create_app(registry: CollectorRegistry) -> FastAPI:
         body = generate_latest(registry) + generate_latest(service.metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    # Built now and kept as text: Ray Serve ships a pickled copy of the app, in which FastAPI's
+    # "no example" marker is another object, so a document built there (or pickled with the
+    # app) gives every parameter `"example": {}`.
+    document = orjson.dumps(app.openapi())
+    app.openapi = lambda: orjson.loads(document)  # type: ignore[method-assign]
     return app
 
 
@@ -164,9 +185,19 @@ def _service(_: Request) -> PredictionService:
     return _service_of_this_process
 
 
+def _series_id(request: Request, series_id: str) -> str:
+    """The id as sent: `/predict/a%2Fbatch` must not become a batch for series `a`
+    (routing sees the decoded path); a valid id needs no percent-encoding."""
+    raw = request.scope.get("raw_path") or b""
+    sent = raw.decode("latin-1").split("?")[0].split("/")[2:3]
+    return require_series_id(sent[0] if sent else series_id)
+
+
 async def _points(request: Request) -> Points:
+    require_json(request.headers.get("content-type"))
+    timeout_s = _service(request).settings.body_read_timeout_s
     raw = await read_limited(request.stream(), request.headers.get("content-length"),
-                             MAX_BODY_BYTES)
+                             MAX_BODY_BYTES, timeout_s)
     return parse_predict_body(raw)
 
 

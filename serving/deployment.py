@@ -6,7 +6,7 @@ from ray import serve
 from core.settings import get_settings
 from serving.runtime import attach_service, new_app, start_background, stop_background
 
-ingress = new_app()
+ingress = new_app(under_ray=True)
 
 
 @serve.deployment(name="Predictor")

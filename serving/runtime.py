@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 15.0
 
 
-def new_app() -> FastAPI:
+def new_app(under_ray: bool = False) -> FastAPI:
     """The routes, with the request metrics' registry."""
-    return create_app(CollectorRegistry())
+    return create_app(CollectorRegistry(), under_ray=under_ray)
 
 
 def attach_service(settings: Settings) -> PredictionService:

@@ -153,6 +153,8 @@ def _load(raw: bytes) -> Any:
         return orjson.loads(raw)
     try:  # error path only: the stdlib reads NaN, Infinity and 1e999, so they can be named
         return json.loads(raw)
+    except RecursionError:  # orjson stops at depth 1024, the stdlib at the stack's end
+        raise MalformedBody("the body is nested too deeply to be parsed") from None
     except ValueError as exc:
         where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
         raise MalformedBody(f"the body is not valid JSON{where}") from None

@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
+from core.auth import AuthMiddleware
 from core.catalog import Catalog
 from core.http import UnhandledErrors, install_error_handlers
 from core.jobstore import JobStore
@@ -95,6 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (fit.router, jobs.router, models.router, plot.router, health.router):
         app.include_router(router)
     install_error_handlers(app)
+    # Innermost of the middleware: the request metrics count 401 and 403 answers too.
+    app.add_middleware(AuthMiddleware, settings=lambda: settings)
     Instrumentator(
         registry=registry, excluded_handlers=["/metrics"], should_group_status_codes=False
     ).instrument(app).expose(app, include_in_schema=False)

@@ -13,8 +13,9 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 
+from core.auth import current_actor as authenticated_subject
 from core.contracts import utcnow
 from core.errors import InvalidInput
 
@@ -49,9 +50,12 @@ class AuditLog:
         return [r for r in rows if series_id is None or r.get("series_id") == series_id]
 
 
-def current_actor(x_actor: Annotated[str | None, Header()] = None) -> str:
-    """Who is making the request. For now the `X-Actor` header; once the API authenticates
-    requests, this returns the token's subject and the header is ignored."""
+def current_actor(request: Request, x_actor: Annotated[str | None, Header()] = None) -> str:
+    """Who is making the request: the verified token's subject when authentication is on
+    (the header is then ignored: anyone could send it), else the `X-Actor` header."""
+    subject = authenticated_subject(request)
+    if subject is not None:
+        return subject
     if x_actor is None or not x_actor.strip():
         return ANONYMOUS
     actor = x_actor.strip()

@@ -39,11 +39,12 @@ def parse_fit_body(raw: bytes) -> FitBody:
     """Parse and validate a fit body; raise a typed error naming the first problem."""
     try:
         doc = _parser().parse(raw)
-    except ValueError:
+    except (ValueError, RuntimeError):  # RuntimeError: simdjson's depth and bigint limits
         return _explain_rejected_json(raw)
     try:
         if not isinstance(doc, simdjson.Object):
             raise InvalidInput("the body must be a JSON object")
+        _refuse_duplicate_keys(doc, "")
         unknown = set(doc.keys()) - _TOP_LEVEL
         if unknown:
             raise InvalidInput(f"unknown fields: {sorted(unknown)}; expected {sorted(_TOP_LEVEL)}")
@@ -52,6 +53,7 @@ def parse_fit_body(raw: bytes) -> FitBody:
             raise InvalidInput(
                 'training_data must be an object {"timestamps": [...], "values": [...]}'
             )
+        _refuse_duplicate_keys(data, "training_data.")
         if set(data.keys()) != _ARRAYS:
             raise InvalidInput(f"training_data must have exactly the fields {sorted(_ARRAYS)}")
         timestamps = _int_array(data["timestamps"])
@@ -114,12 +116,27 @@ def _refuse_nested_arrays(raw: bytes, doc: simdjson.Object, data: simdjson.Objec
             raise error(f"training_data.{field} must be a flat array of numbers")
 
 
+def _refuse_duplicate_keys(node: simdjson.Object, where: str, nested: bool = False) -> None:
+    """simdjson keeps both of a repeated key and reads the first; the standard library keeps
+    the last. Stored training data must not depend on which: a repeated key is refused."""
+    keys = list(node.keys())
+    if len(keys) != len(set(keys)):
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        raise InvalidInput(f"repeated keys in {where.rstrip('.') or 'the body'}: {repeated}")
+    if nested:
+        for key in keys:
+            child = node[key]
+            if isinstance(child, simdjson.Object):
+                _refuse_duplicate_keys(child, f"{where}{key}.", nested=True)
+
+
 def _small_object(doc: simdjson.Object, field: str, model: type) -> Any:
     node = doc.get(field)
     if node is None:
         return model()
     if not isinstance(node, simdjson.Object):
         raise InvalidInput(f"{field} must be an object")
+    _refuse_duplicate_keys(node, f"{field}.", nested=True)
     try:
         return model.model_validate(node.as_dict())
     except ValidationError as exc:
@@ -140,6 +157,8 @@ def _explain_rejected_json(raw: bytes) -> FitBody:
         raise MalformedBody(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
         parsed = json.loads(text)  # accepts NaN, Infinity and 1e999 (as inf)
+    except RecursionError:
+        raise MalformedBody("the body is nested too deeply to be parsed") from None
     except json.JSONDecodeError as exc:
         raise MalformedBody(
             f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
@@ -149,9 +168,16 @@ def _explain_rejected_json(raw: bytes) -> FitBody:
     if isinstance(data, dict):
         try:
             timestamps = np.asarray(data.get("timestamps"), dtype=np.int64)
+        except OverflowError:  # integers beyond int64 are valid JSON but not timestamps
+            raise InvalidTimestamp("timestamps must be integer Unix seconds within int64") from None
+        except (TypeError, ValueError):
+            timestamps = None
+        try:
             values = np.asarray(data.get("values"), dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
-            timestamps = values = None
+            values = None
+        if timestamps is None:
+            values = None
         if values is not None and values.ndim == timestamps.ndim == 1:
             validate_training_data(timestamps, values)  # names the first broken rule
     raise MalformedBody("the body is not valid JSON (NaN, Infinity and huge numbers are not JSON)")

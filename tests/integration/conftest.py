@@ -56,9 +56,10 @@ def api(rabbitmq: RabbitMQ, state_dir: Path) -> Iterator[TrainingApi]:
     service = TrainingApi(
         state_dir,
         API_PORT,
+        # MLFLOW_TRACKING_URI: where mlflow_server listens, without starting it for tests that
+        # do not need it. A short body deadline, so the slow-body tests are quick.
         {"RABBITMQ_URL": rabbitmq.url, "OUTBOX_POLL_S": "0.2", "PUBLISH_TIMEOUT_S": "2",
-         # where mlflow_server listens, without starting it for tests that do not need it
-         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{MLFLOW_PORT}"},
+         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{MLFLOW_PORT}", "BODY_READ_TIMEOUT_S": "5"},
     )
     service.start()
     try:
@@ -152,6 +153,7 @@ def serve(rabbitmq: RabbitMQ, mlflow_server: MlflowServer, state_dir: Path,
         "JOB_STORE_URL": f"sqlite:///{state_dir / 'jobs.db'}",
         "WARMUP_MODELS": "5",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        "BODY_READ_TIMEOUT_S": "5",
     })
     try:
         server.start()

@@ -24,10 +24,29 @@ def test_entries_are_whole_json_lines_even_from_many_threads(tmp_path):
     assert all(e["time"] and e["actor"] == "alice" for e in entries)
 
 
-def test_actor_comes_from_the_header_for_now():
-    assert current_actor(None) == ANONYMOUS
-    assert current_actor("  ") == ANONYMOUS
-    assert current_actor(" alice@plant-3 ") == "alice@plant-3"
+def _request(principal=None):
+    from starlette.requests import Request
+
+    from core.auth import _SCOPE_KEY
+
+    scope = {"type": "http", "headers": []}
+    if principal is not None:
+        scope[_SCOPE_KEY] = principal
+    return Request(scope)
+
+
+def test_actor_comes_from_the_header_when_auth_is_off():
+    anonymous = _request()
+    assert current_actor(anonymous, None) == ANONYMOUS
+    assert current_actor(anonymous, "  ") == ANONYMOUS
+    assert current_actor(anonymous, " alice@plant-3 ") == "alice@plant-3"
     for bad in ("x" * 129, "bob\nmallory", "zoë"):
         with pytest.raises(InvalidInput):
-            current_actor(bad)
+            current_actor(anonymous, bad)
+
+
+def test_actor_is_the_token_subject_when_auth_is_on():
+    from core.tokens import Principal
+
+    signed_in = _request(Principal(subject="carol", roles=frozenset({"ml_engineer"})))
+    assert current_actor(signed_in, "mallory") == "carol"  # the header cannot override it

@@ -1,6 +1,8 @@
 """Parsing fit bodies into arrays, and the error each malformed body gets."""
 
+import asyncio
 import json
+import time
 
 import numpy as np
 import orjson
@@ -13,6 +15,7 @@ from core.errors import (
     MalformedBody,
     NonFiniteValue,
     PayloadTooLarge,
+    RequestTimeout,
 )
 from core.http import read_limited
 from training_api.body import parse_fit_body
@@ -141,11 +144,65 @@ async def test_announced_size_is_refused_before_reading():
         yield b""
 
     with pytest.raises(PayloadTooLarge) as err:
-        await read_limited(never(), str(11 * 2**20), 10 * 2**20)
+        await read_limited(never(), str(11 * 2**20), 10 * 2**20, 5)
     assert err.value.details[0]["limit_bytes"] == 10 * 2**20
 
 
 async def test_streamed_size_is_cut_at_the_limit():
     with pytest.raises(PayloadTooLarge):
-        await read_limited(_chunks(b"x" * 600, b"x" * 600), None, 1024)
-    assert await read_limited(_chunks(b"ab", b"cd"), "4", 1024) == b"abcd"
+        await read_limited(_chunks(b"x" * 600, b"x" * 600), None, 1024, 5)
+    assert await read_limited(_chunks(b"ab", b"cd"), "4", 1024, 5) == b"abcd"
+
+
+async def test_a_trickling_body_is_cut_at_the_deadline():
+    async def slow_loris():
+        while True:
+            yield b" "
+            await asyncio.sleep(0.05)  # each byte is in time; the body never ends
+
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout) as err:
+        await read_limited(slow_loris(), None, 1024, 0.5)
+    assert 0.5 <= time.monotonic() - started < 2
+    assert err.value.status == 408 and err.value.headers == {"Connection": "close"}
+    assert 5 <= err.value.details[0]["received_bytes"] <= 11
+
+
+@pytest.mark.parametrize("raw", [
+    b"[" * 100_000,  # simdjson refuses, the standard library would recurse to the end
+    b'{"a":' * 5_000 + b"1" + b"}" * 5_000,  # simdjson's own depth limit
+    b'{"training_data": {"timestamps": ' + b"[" * 3_000 + b"]" * 3_000 + b"}}",
+])
+def test_deep_nesting_is_a_malformed_body_not_a_crash(raw):
+    with pytest.raises(MalformedBody):
+        parse_fit_body(raw)
+
+
+def test_repeated_keys_are_refused_at_every_level():
+    good = json.dumps(body()["training_data"])
+    for raw in (
+        f'{{"training_data": {good}, "training_data": {good}}}',
+        '{"training_data": ' + good.replace('"values"', '"timestamps": [1], "values"') + "}",
+        f'{{"training_data": {good}, "config": {{"algorithm": "robust", "algorithm": "robust"}}}}',
+        f'{{"training_data": {good}, "config": {{"hyperparameters": {{"a": 1, "a": 2}}}}}}',
+        f'{{"training_data": {good}, "metadata": {{"tags": [], "tags": ["x"]}}}}',
+    ):
+        with pytest.raises(InvalidInput, match="repeated keys"):
+            parse_fit_body(raw.encode())
+
+
+@pytest.mark.parametrize("first", [2**63, 2**64, 10**30])
+def test_timestamps_beyond_int64_are_invalid_timestamps(first):
+    doc = body()
+    doc["training_data"]["timestamps"][0] = first
+    with pytest.raises(InvalidTimestamp, match="int64"):
+        parse_fit_body(json.dumps(doc).encode())
+
+
+def test_values_whose_statistics_overflow_are_refused():
+    doc = body()
+    doc["training_data"]["values"][:2] = [1e308, -1e308]
+    with pytest.raises(NonFiniteValue, match="overflows"):
+        parse_fit_body(json.dumps(doc).encode())
+    doc["training_data"]["values"][:2] = [-0.0, 5e-324]  # tiny and signed zeros are numbers
+    assert parse_fit_body(json.dumps(doc).encode()).values[0] == 0.0

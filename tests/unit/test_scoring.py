@@ -209,3 +209,9 @@ def test_timestamps_must_be_positive_integers(raw):
 def test_malformed_json(raw):
     with pytest.raises(MalformedBody, match="not valid JSON"):
         parse_predict_body(raw)
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"a":' * 5_000 + b"1" + b"}" * 5_000])
+def test_deep_nesting_is_a_malformed_body_not_a_crash(raw):
+    with pytest.raises(MalformedBody, match="nested too deeply"):
+        parse_predict_body(raw)

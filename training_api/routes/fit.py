@@ -9,8 +9,8 @@ from fastapi import APIRouter, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from core.contracts import FitRequest
-from core.errors import PlatformError, UnsupportedMediaType
-from core.http import read_limited
+from core.errors import PlatformError
+from core.http import read_limited, require_json
 from core.naming import require_series_id
 from training_api.deps import ServicesDep
 from training_api.fits import check_idempotency_key
@@ -38,7 +38,7 @@ OPENAPI_MODELS = [FitRequest]
     response_model=FitAccepted,
     openapi_extra=_BODY,
     summary="Submit a training job for one series",
-    responses=errors(400, 409, 413, 415, 422, 429, 503),
+    responses=errors(400, 408, 409, 413, 415, 422, 429, 503),
 )
 async def fit(
     series_id: str,
@@ -48,13 +48,14 @@ async def fit(
 ) -> FitAccepted:
     try:
         require_series_id(series_id)
-        _require_json(request.headers.get("content-type"))
+        require_json(request.headers.get("content-type"))
         check_idempotency_key(idempotency_key)
         services.limiter.hit(series_id)
         raw = await read_limited(
             request.stream(),
             request.headers.get("content-length"),
             services.settings.max_body_bytes,
+            services.settings.body_read_timeout_s,
         )
         job, deduplicated = await run_in_threadpool(
             services.fits.submit, series_id, raw, idempotency_key
@@ -80,10 +81,3 @@ async def fit(
         deduplicated=deduplicated,
     )
 
-
-def _require_json(content_type: str | None) -> None:
-    media = (content_type or "").split(";")[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
-        raise UnsupportedMediaType(
-            f"send the body as application/json (got {content_type or 'no content type'!r})"
-        )
