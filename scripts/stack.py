@@ -301,7 +301,7 @@ def status() -> None:
     say(f"supervisord {'runs' if running else 'is not running'} ({CONF.relative_to(ROOT)})")
     for prog in PROGRAMS:
         health = "healthy" if healthy(prog.probe) else "not answering"
-        line = f"  {prog.name:<9} {health:<14} {prog.probe:<30}"
+        line = f"  {prog.name:<17} {health:<14} {prog.probe:<34}"
         if running:
             info = rpc().supervisor.getProcessInfo(prog.name)
             line += f" supervisor: {info['statename']} {info['description']}"
