@@ -244,7 +244,7 @@ def _http_ok(url: str) -> bool:
 
 
 class MlflowServer(Process):
-    """`mlflow server` with a SQLite backend and local artifacts, as `make up` runs it."""
+    """`mlflow server` with a SQLite backend and a local artifact root, as `make up` runs it."""
 
     def __init__(self, base: Path, port: int) -> None:
         self.port = port
@@ -253,7 +253,8 @@ class MlflowServer(Process):
         super().__init__("mlflow", [
             mlflow, "server", "--host", "127.0.0.1", "--port", str(port),
             "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
-            "--artifacts-destination", str(base / "artifacts"), "--serve-artifacts",
+            # a local artifact root the clients write to and read from directly, as make up
+            "--default-artifact-root", (base / "artifacts").as_uri(), "--no-serve-artifacts",
             "--workers", "1",
         ], base, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
                   "MLFLOW_DISABLE_TELEMETRY": "true"})
