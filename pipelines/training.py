@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import metadata
 
 import numpy as np
@@ -54,8 +55,13 @@ class Trained:
     shadow_of: int | None = None  # the production version a new shadow version is compared with
 
 
+@cache  # installed versions do not change within a process; read them once, not per model
+def _pinned() -> tuple[str, ...]:
+    return tuple(f"{name}=={metadata.version(name)}" for name in _REQUIREMENTS)
+
+
 def pip_requirements() -> list[str]:
-    return [f"{name}=={metadata.version(name)}" for name in _REQUIREMENTS]
+    return list(_pinned())
 
 
 def config_sha256(config: TrainingConfig) -> str:

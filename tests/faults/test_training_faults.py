@@ -31,6 +31,12 @@ def exactly_once(dagster, mlflow_server, jobs: dict[str, str]) -> dict[str, int]
     return counts
 
 
+def all_once(n: int) -> dict[str, int]:
+    """The counts of `exactly_once` when each of n jobs was trained exactly once."""
+    return {"jobs": n, "in_one_run": n, "in_several_runs": 0, "versions": n,
+            "series_with_one_version": n}
+
+
 def test_300_fits_while_the_broker_stops_and_starts_twice(
     api, client, dagster, mlflow_server, rabbitmq, series_id, record
 ):
@@ -65,13 +71,7 @@ def test_300_fits_while_the_broker_stops_and_starts_twice(
         f"dead letters {rabbitmq.queue_depth('training-jobs-dlq')}"
     )
     assert statuses == {"succeeded": 300}
-    assert counts == {
-        "jobs": 300,
-        "in_one_run": 300,
-        "in_several_runs": 0,
-        "versions": 300,
-        "series_with_one_version": 300,
-    }
+    assert counts == all_once(300)
     assert rabbitmq.queue_depth("training-jobs-dlq") == 0
 
 
@@ -99,10 +99,4 @@ def test_the_daemon_killed_three_times_during_a_burst_of_100(
     counts = exactly_once(dagster, mlflow_server, jobs)
     record(f"daemon killed {kills} times during 100 fits: {dict(statuses)}, {counts}")
     assert statuses == {"succeeded": 100}
-    assert counts == {
-        "jobs": 100,
-        "in_one_run": 100,
-        "in_several_runs": 0,
-        "versions": 100,
-        "series_with_one_version": 100,
-    }
+    assert counts == all_once(100)
